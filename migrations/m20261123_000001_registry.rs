@@ -1,0 +1,228 @@
+//! Repositories, blobs and their links, manifests with their references,
+//! and tags.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Repositories {
+    Table,
+    Name,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Blobs {
+    Table,
+    Digest,
+    Size,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RepoBlobs {
+    Table,
+    Repo,
+    Digest,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Manifests {
+    Table,
+    Repo,
+    Digest,
+    MediaType,
+    Body,
+    Size,
+    Subject,
+    ArtifactType,
+    Annotations,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ManifestRefs {
+    Table,
+    Repo,
+    Manifest,
+    Target,
+    IsManifest,
+}
+
+#[derive(DeriveIden)]
+enum Tags {
+    Table,
+    Repo,
+    Name,
+    Digest,
+    UpdatedAt,
+}
+
+const NAME_LEN: u32 = 255;
+const DIGEST_LEN: u32 = 140;
+const TAG_LEN: u32 = 128;
+
+fn name(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col)
+        .string_len(NAME_LEN)
+        .not_null()
+        .to_owned()
+}
+
+fn digest(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col)
+        .string_len(DIGEST_LEN)
+        .not_null()
+        .to_owned()
+}
+
+fn big(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).big_integer().not_null().to_owned()
+}
+
+/// Binary of up to several MiB (MySQL's plain BLOB stops at 64 KiB).
+fn large_binary(backend: DbBackend, col: impl IntoIden) -> ColumnDef {
+    let mut c = ColumnDef::new(col);
+    match backend {
+        DbBackend::MySql => c.custom(Alias::new("LONGBLOB")),
+        _ => c.blob(),
+    };
+    c.not_null().to_owned()
+}
+
+fn large_text_null(backend: DbBackend, col: impl IntoIden) -> ColumnDef {
+    let mut c = ColumnDef::new(col);
+    match backend {
+        DbBackend::MySql => c.custom(Alias::new("LONGTEXT")),
+        _ => c.text(),
+    };
+    c.null().to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let backend = m.get_database_backend();
+        m.create_table(
+            Table::create()
+                .table(Repositories::Table)
+                .col(name(Repositories::Name).primary_key())
+                .col(big(Repositories::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Blobs::Table)
+                .col(digest(Blobs::Digest).primary_key())
+                .col(big(Blobs::Size))
+                .col(big(Blobs::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(RepoBlobs::Table)
+                .col(name(RepoBlobs::Repo))
+                .col(digest(RepoBlobs::Digest))
+                .col(big(RepoBlobs::CreatedAt))
+                .primary_key(Index::create().col(RepoBlobs::Repo).col(RepoBlobs::Digest))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_repo_blobs_digest")
+                .table(RepoBlobs::Table)
+                .col(RepoBlobs::Digest)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Manifests::Table)
+                .col(name(Manifests::Repo))
+                .col(digest(Manifests::Digest))
+                .col(name(Manifests::MediaType))
+                .col(large_binary(backend, Manifests::Body))
+                .col(big(Manifests::Size))
+                .col(
+                    ColumnDef::new(Manifests::Subject)
+                        .string_len(DIGEST_LEN)
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(Manifests::ArtifactType)
+                        .string_len(NAME_LEN)
+                        .null(),
+                )
+                .col(large_text_null(backend, Manifests::Annotations))
+                .col(big(Manifests::CreatedAt))
+                .primary_key(Index::create().col(Manifests::Repo).col(Manifests::Digest))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_manifests_subject")
+                .table(Manifests::Table)
+                .col(Manifests::Repo)
+                .col(Manifests::Subject)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(ManifestRefs::Table)
+                .col(name(ManifestRefs::Repo))
+                .col(digest(ManifestRefs::Manifest))
+                .col(digest(ManifestRefs::Target))
+                .col(
+                    ColumnDef::new(ManifestRefs::IsManifest)
+                        .boolean()
+                        .not_null(),
+                )
+                .primary_key(
+                    Index::create()
+                        .col(ManifestRefs::Repo)
+                        .col(ManifestRefs::Manifest)
+                        .col(ManifestRefs::Target),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_manifest_refs_target")
+                .table(ManifestRefs::Table)
+                .col(ManifestRefs::Target)
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Tags::Table)
+                .col(name(Tags::Repo))
+                .col(ColumnDef::new(Tags::Name).string_len(TAG_LEN).not_null())
+                .col(digest(Tags::Digest))
+                .col(big(Tags::UpdatedAt))
+                .primary_key(Index::create().col(Tags::Repo).col(Tags::Name))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_tags_digest")
+                .table(Tags::Table)
+                .col(Tags::Repo)
+                .col(Tags::Digest)
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}

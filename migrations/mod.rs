@@ -1,0 +1,15 @@
+//! Metadata schema migrations, applied at start and by `dockyard migrate`.
+//! Written with sea-query so one definition serves every SQL backend.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_registry;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_registry::Migration)]
+    }
+}

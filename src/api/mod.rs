@@ -1,0 +1,34 @@
+//! HTTP front-ends. Each parses requests into domain types and calls the
+//! registry core; none touches storage or metadata directly.
+
+pub mod error;
+pub mod v2;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::{any, get};
+
+use crate::registry::Registry;
+
+/// The whole HTTP surface of the hub.
+pub fn router(registry: Arc<Registry>) -> Router {
+    let v2 = Router::new()
+        .route("/v2", get(v2::base))
+        .route("/v2/", get(v2::base))
+        .route("/v2/{*rest}", any(v2::dispatch))
+        .layer(axum::middleware::map_response(api_version));
+    Router::new()
+        .merge(v2)
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(registry)
+}
+
+/// Every v2 answer, errors included, names the API version.
+async fn api_version(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(v2::API_VERSION, HeaderValue::from_static("registry/2.0"));
+    r
+}

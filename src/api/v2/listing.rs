@@ -1,0 +1,102 @@
+//! `tags/list`, `_catalog` (both paginated with `n`/`last` and `Link`), and
+//! the referrers API.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiResult, Query, hv};
+use crate::registry::digest::Digest;
+use crate::registry::manifest::OCI_INDEX;
+use crate::registry::manifests::Page;
+use crate::registry::name::RepoName;
+use crate::registry::{Registry, RegistryError};
+
+const FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+fn page_params(q: &Query) -> Result<(Option<u32>, Option<&str>), RegistryError> {
+    let n = match q.get("n") {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            RegistryError::PaginationInvalid(format!("n must be a non-negative integer, not {v:?}"))
+        })?),
+    };
+    Ok((n, q.get("last").filter(|l| !l.is_empty())))
+}
+
+fn json_response(body: serde_json::Value, content_type: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body.to_string()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Adds `Link: <path?n=..&last=..>; rel="next"` when more items follow.
+fn with_link(mut r: Response, path: &str, page: &Page, n: Option<u32>) -> Response {
+    if let (true, Some(last)) = (page.more, page.items.last()) {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(n) = n {
+            q.append_pair("n", &n.to_string());
+        }
+        q.append_pair("last", last);
+        r.headers_mut().insert(
+            header::LINK,
+            hv(format!("<{path}?{}>; rel=\"next\"", q.finish())),
+        );
+    }
+    r
+}
+
+pub async fn tags(reg: &Registry, name: &RepoName, q: &Query) -> ApiResult {
+    let (n, last) = page_params(q)?;
+    let page = reg.list_tags(name, last, n).await?;
+    let r = json_response(
+        json!({ "name": name.as_str(), "tags": page.items }),
+        "application/json; charset=utf-8",
+    );
+    Ok(with_link(r, &format!("/v2/{name}/tags/list"), &page, n))
+}
+
+pub async fn catalog(reg: &Registry, q: &Query) -> ApiResult {
+    let (n, last) = page_params(q)?;
+    let page = reg.catalog(last, n).await?;
+    let r = json_response(
+        json!({ "repositories": page.items }),
+        "application/json; charset=utf-8",
+    );
+    Ok(with_link(r, "/v2/_catalog", &page, n))
+}
+
+pub async fn referrers(reg: &Registry, name: &RepoName, subject: &Digest, q: &Query) -> ApiResult {
+    let artifact_type = q.get("artifactType").filter(|t| !t.is_empty());
+    let found = reg.referrers(name, subject, artifact_type).await?;
+    let manifests: Vec<serde_json::Value> = found
+        .into_iter()
+        .map(|r| {
+            let mut d = json!({
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            });
+            if let Some(t) = r.artifact_type {
+                d["artifactType"] = json!(t);
+            }
+            if let Some(a) = r
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
+                d["annotations"] = a;
+            }
+            d
+        })
+        .collect();
+    let mut r = json_response(
+        json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }),
+        OCI_INDEX,
+    );
+    if artifact_type.is_some() {
+        r.headers_mut()
+            .insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
+    }
+    Ok(r)
+}

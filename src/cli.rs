@@ -1,0 +1,51 @@
+//! Command line: `dockyard web`, `dockyard migrate`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dockyard",
+    version,
+    about = "Dockyard: a container image hub (OCI distribution / Docker Registry v2)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the hub's HTTP server.
+    Web(WebArgs),
+    /// Apply pending metadata schema migrations and exit.
+    Migrate(ConfigArg),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short, default_value = "conf/runtime.toml")]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    /// A config file named explicitly must exist; the default may be absent.
+    pub fn required(&self) -> bool {
+        self.config != PathBuf::from("conf/runtime.toml")
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WebArgs {
+    /// Address to listen on.
+    #[arg(long, short, default_value = "0.0.0.0")]
+    pub address: IpAddr,
+    /// Port to listen on (0 picks a free one; the chosen address is printed).
+    #[arg(long, short, default_value_t = 5000)]
+    pub port: u16,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}

@@ -1,0 +1,38 @@
+//! Dockyard: a container image hub.
+
+mod api;
+mod cli;
+mod config;
+mod meta;
+mod registry;
+mod server;
+mod storage;
+mod zerocopy;
+
+#[path = "../migrations/mod.rs"]
+mod migrations;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dockyard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dockyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Metadata: which repositories exist, which blobs each links, manifests,
+//! tags and referrers. Backends know nothing of HTTP or
+//! of blob storage.
+//!
+//! Architecture invariant: a manifest is stored only together with the
+//! references it makes, in one transaction that also checks they exist; so
+//! a stored manifest never names a blob or child manifest the repository
+//! lacked at that moment.
+
+pub mod cache;
+pub mod sql;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::registry::digest::Digest;
+use crate::registry::name::{RepoName, Tag};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata backend: {0}")]
+    Backend(String),
+    #[error("metadata is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+/// A manifest as stored, with what the registry derived from it.
+#[derive(Clone, Debug)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+    /// `subject` descriptor digest, for the referrers API.
+    pub subject: Option<Digest>,
+    /// `artifactType`, or the config media type of an image manifest.
+    pub artifact_type: Option<String>,
+    /// `annotations` as a JSON object text, if any.
+    pub annotations: Option<String>,
+    /// Blobs the manifest needs (config and layers).
+    pub blob_refs: Vec<Digest>,
+    /// Manifests an index or manifest list names.
+    pub manifest_refs: Vec<Digest>,
+}
+
+/// A descriptor of a manifest that refers to a subject.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// What `put_manifest` found missing, if anything.
+#[derive(Debug, Default, PartialEq)]
+pub struct MissingRefs {
+    pub blobs: Vec<Digest>,
+    pub manifests: Vec<Digest>,
+}
+
+impl MissingRefs {
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty() && self.manifests.is_empty()
+    }
+}
+
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// True if the repository exists (has had content).
+    async fn repo_exists(&self, repo: &RepoName) -> MetaResult<bool>;
+
+    /// Size of a blob linked into `repo`.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> MetaResult<Option<u64>>;
+
+    /// Size of a blob if any repository links it.
+    async fn blob_size(&self, digest: &Digest) -> MetaResult<Option<u64>>;
+
+    /// Links a committed blob into `repo`, creating the repository if needed.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> MetaResult<()>;
+
+    /// Removes a blob's link from `repo`; false if it was not linked.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> MetaResult<bool>;
+
+    /// Stores a manifest (idempotently) and points `tag` at it, after
+    /// checking that every reference is present in `repo`. Nothing changes
+    /// if something is missing.
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+    ) -> MetaResult<MissingRefs>;
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> MetaResult<Option<(String, Bytes)>>;
+
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> MetaResult<Option<(Digest, String, Bytes)>>;
+
+    /// Deletes a manifest and every tag pointing at it; false if absent.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> MetaResult<bool>;
+
+    /// Deletes one tag; false if absent.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> MetaResult<bool>;
+
+    /// Tags in lexical order after `last`, at most `limit`.
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: u32,
+    ) -> MetaResult<Vec<String>>;
+
+    /// Repository names in lexical order after `last`, at most `limit`.
+    async fn list_repos(&self, last: Option<&str>, limit: u32) -> MetaResult<Vec<String>>;
+
+    /// Manifests in `repo` whose subject is `subject`.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> MetaResult<Vec<Referrer>>;
+}

@@ -1,0 +1,198 @@
+//! Process wiring: configuration, logging, the stores, the registry core,
+//! and the HTTP listener.
+
+mod conn;
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::cli::{Command, ConfigArg, WebArgs};
+use crate::config::{Config, RunMode};
+use crate::meta::MetaStore;
+use crate::meta::cache::CachedMeta;
+use crate::meta::sql::SqlMeta;
+use crate::registry::{Limits, Registry};
+use crate::storage::BlobStore;
+use crate::storage::local::LocalStore;
+
+/// Bytes of metadata the in-process cache may hold.
+const META_CACHE_BUDGET: usize = 8 * 1024 * 1024;
+/// How long in-flight requests get to finish on shutdown.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Web(args) => web(args).await,
+        Command::Migrate(arg) => migrate(arg).await,
+    }
+}
+
+fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(&arg.config, arg.required())?)
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let level = if config.log.level.is_empty() {
+        match config.runmode {
+            RunMode::Dev => "debug",
+            RunMode::Prod => "info",
+        }
+    } else {
+        config.log.level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(level).context("log.level")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.filepath.is_empty() {
+        builder.with_writer(std::io::stderr).init();
+    } else {
+        let path = Path::new(&config.log.filepath);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("log.filepath: creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("log.filepath: opening {}", path.display()))?;
+        builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
+    Ok(())
+}
+
+/// Holds an exclusive lock on the data directory for the life of the
+/// process: the local store and the metadata cache assume one writer.
+fn lock_data_dir(path: &Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("dockyard.path: creating {}", path.display()))?;
+    let lock_path = path.join(".lock");
+    let file =
+        File::create(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
+    // SAFETY: flock on an open descriptor has no memory-safety preconditions.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "dockyard.path: {} is in use by another dockyard process",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+async fn open_meta(config: &Config) -> anyhow::Result<SqlMeta> {
+    let uri = config.sqlite_uri();
+    SqlMeta::open_sqlite(&uri, config.db.max_connections)
+        .await
+        .with_context(|| format!("db.uri: opening {uri}"))
+}
+
+async fn web(args: WebArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    init_logging(&config)?;
+    let _lock = lock_data_dir(&config.dockyard.path)?;
+
+    let store: Arc<dyn BlobStore> =
+        Arc::new(LocalStore::open(&config.dockyard.path).with_context(|| {
+            format!("dockyard.path: opening {}", config.dockyard.path.display())
+        })?);
+    let sql = open_meta(&config).await?;
+    let meta: Arc<dyn MetaStore> = if config.dockyard.cachable {
+        Arc::new(CachedMeta::new(sql, META_CACHE_BUDGET))
+    } else {
+        Arc::new(sql)
+    };
+    let registry = Registry::new(
+        meta,
+        store,
+        Limits {
+            max_manifest_size: config.dockyard.max_manifest_size,
+            upload_expiry: config.dockyard.upload_expiry,
+        },
+    );
+    registry.spawn_janitor();
+
+    let addr = SocketAddr::new(args.address, args.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, data = %config.dockyard.path.display(), "dockyard is serving");
+    // Tests and scripts wait for this exact line.
+    println!("listening on http://{local}");
+
+    serve(listener, crate::api::router(registry)).await;
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, app: axum::Router) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, go on.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let io = TokioIo::new(conn::ZeroCopyStream::new(stream));
+                let service = TowerToHyperService::new(app.clone());
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .serve_connection(io, service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIME) => tracing::warn!("connections still open after the drain time"),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn migrate(arg: ConfigArg) -> anyhow::Result<()> {
+    let config = load_config(&arg)?;
+    init_logging(&config)?;
+    // Opening applies every pending migration.
+    open_meta(&config).await?;
+    println!("metadata schema is up to date ({})", config.sqlite_uri());
+    Ok(())
+}
