@@ -2,7 +2,8 @@
 # Installs what the integration tests (tests/clients.rs) need on a Debian 12
 # machine, as root: real registry clients (docker CLI + dockerd, skopeo,
 # podman), umoci to build OCI layouts offline, the reference registry
-# (docker-registry) to compare against, and load/proxy tools (wrk, nginx).
+# (docker-registry) to compare against (DOCKYARD_CLIENTS_REGISTRY=reference),
+# and load/proxy tools (wrk, nginx).
 #
 # Idempotent: run it as often as you like. Never removes anything. Does not
 # start any service (the tests start their own private dockerd).
@@ -18,8 +19,6 @@ PACKAGES="
     tar
     gzip
     jq
-    python3
-    iproute2
     docker.io
     containerd
     runc
@@ -48,7 +47,8 @@ cleanup() {
         rm -f "$POLICY"
     fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 missing=
 for p in $PACKAGES; do
@@ -61,7 +61,7 @@ if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
     # shellcheck disable=SC2086
-    apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends $PACKAGES
+    apt-get install -y -o DPkg::Lock::Timeout=600 $PACKAGES
 else
     echo "install-test-deps.sh: all packages already installed"
 fi

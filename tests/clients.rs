@@ -342,6 +342,89 @@ fn docker_cli_push_pull() {
     run(docker.docker().args(["pull", &base_ref]));
     assert_eq!(image_id(&docker, &base_ref), base_id);
 
+    // A Docker manifest list made by `docker manifest` (client side:
+    // cross-repository mounts and child manifests PUT by digest), then
+    // pulled through the daemon, which picks the amd64 entry.
+    let list_ref = format!("{addr}/lists/both:1");
+    run(docker.docker().args([
+        "manifest",
+        "create",
+        "--insecure",
+        &list_ref,
+        &base_ref,
+        &derived_ref,
+    ]));
+    run(docker.docker().args([
+        "manifest",
+        "annotate",
+        "--os",
+        "linux",
+        "--arch",
+        "arm64",
+        &list_ref,
+        &derived_ref,
+    ]));
+    let out = run(docker
+        .docker()
+        .args(["manifest", "push", "--insecure", "--purge", &list_ref]));
+    let list_digest = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in docker manifest push output:\n{out}"))
+        .trim()
+        .to_string();
+    let m = get_manifest(&reg, "lists/both", "1");
+    assert_eq!(m.media_type, DOCKER_LIST);
+    assert_eq!(m.digest, list_digest);
+    assert_eq!(verify_image(&reg, "lists/both", "1"), list_digest);
+    let children: Vec<&str> = m.json["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, [base_digest.as_str(), derived_digest.as_str()]);
+    remove_all_images(&docker);
+    let out = run(docker.docker().args(["pull", &list_ref]));
+    assert!(
+        out.contains(&format!("Digest: {list_digest}")),
+        "pull digest:\n{out}"
+    );
+    assert_eq!(
+        image_id(&docker, &list_ref),
+        base_id,
+        "the amd64 entry of the list"
+    );
+
+    // An OCI index pushed by skopeo, pulled by dockerd (amd64 entry).
+    let multi = MultiArch::build(&work.path().join("oci"), 50);
+    let df = work.path().join("multi.digest");
+    run(skopeo()
+        .args(["copy", "--all", "--dest-tls-verify=false", "--digestfile"])
+        .arg(&df)
+        .arg(multi.image())
+        .arg(format!("docker://{addr}/oci/multi:m")));
+    assert_eq!(read_digestfile(&df), multi.index);
+    let oci_ref = format!("{addr}/oci/multi:m");
+    let out = run(docker.docker().args(["pull", &oci_ref]));
+    assert!(
+        out.contains(&format!("Digest: {}", multi.index)),
+        "pull digest:\n{out}"
+    );
+    let amd_config = multi.layout.json_blob(&multi.amd)["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        image_id(&docker, &oci_ref),
+        amd_config,
+        "the amd64 image of the index"
+    );
+    let root = saved_rootfs(&docker, &oci_ref, &work.path().join("save3"));
+    assert_file(&root, "data/shared.bin", &multi.shared);
+    assert_file(&root, "data/own.bin", &multi.amd_only);
+
     // An unknown tag is an error for the client, not an empty image.
     let out = run_expect_failure(
         docker
@@ -384,6 +467,58 @@ fn umoci_layout(dir: &Path, seed: u64) -> (Layout, String) {
         dir,
     );
     (layout, digest)
+}
+
+/// An OCI layout holding two single-platform images (amd64, arm64) that
+/// share their first layer, and tag `multi` on an index of both.
+struct MultiArch {
+    layout: Layout,
+    amd: String,
+    arm: String,
+    index: String,
+    shared: Vec<u8>,
+    amd_only: Vec<u8>,
+}
+
+impl MultiArch {
+    fn build(dir: &Path, seed: u64) -> MultiArch {
+        let layout = Layout::init(&dir.join("multi-layout"));
+        let shared = pseudo_random(seed, MIB);
+        let amd_only = pseudo_random(seed + 1, MIB / 2);
+        let arm_only = pseudo_random(seed + 2, MIB / 2);
+        let image = |tag: &str, own: &[u8], arch: &str| {
+            layout.build_image(
+                tag,
+                &[
+                    File {
+                        path: "/data/shared.bin",
+                        data: &shared,
+                    },
+                    File {
+                        path: "/data/own.bin",
+                        data: own,
+                    },
+                ],
+                arch,
+                dir,
+            )
+        };
+        let amd = image("amd", &amd_only, "amd64");
+        let arm = image("arm", &arm_only, "arm64");
+        let index = layout.add_index("multi", &["amd", "arm"]);
+        MultiArch {
+            layout,
+            amd,
+            arm,
+            index,
+            shared,
+            amd_only,
+        }
+    }
+
+    fn image(&self) -> String {
+        format!("oci:{}:multi", self.layout.path.display())
+    }
 }
 
 /// skopeo copy to the registry in OCI and in Docker v2s2 format, registry to
@@ -615,41 +750,13 @@ fn skopeo_multi_arch_index() {
     let reg = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let addr = reg.addr.clone();
-    let layout = Layout::init(&work.path().join("layout"));
-    let shared = pseudo_random(20, MIB);
-    let amd_only = pseudo_random(21, MIB / 2);
-    let arm_only = pseudo_random(22, MIB / 2);
-    let amd = layout.build_image(
-        "amd",
-        &[
-            File {
-                path: "/data/shared.bin",
-                data: &shared,
-            },
-            File {
-                path: "/data/own.bin",
-                data: &amd_only,
-            },
-        ],
-        "amd64",
-        work.path(),
-    );
-    let arm = layout.build_image(
-        "arm",
-        &[
-            File {
-                path: "/data/shared.bin",
-                data: &shared,
-            },
-            File {
-                path: "/data/own.bin",
-                data: &arm_only,
-            },
-        ],
-        "arm64",
-        work.path(),
-    );
-    let index = layout.add_index("multi", &["amd", "arm"]);
+    let MultiArch {
+        layout,
+        amd,
+        arm,
+        index,
+        ..
+    } = MultiArch::build(work.path(), 20);
     let index_bytes = layout.blob(&index);
 
     let df = work.path().join("index.digest");
@@ -720,6 +827,65 @@ fn skopeo_multi_arch_index() {
         1 + 2 * 4 - 1,
         "index, 2 manifests, 2 configs, 3 distinct layers"
     );
+}
+
+/// Six skopeo copies of the same image at once, three to their own
+/// repositories and three to one repository under different tags: the
+/// same blobs are uploaded (or mounted) concurrently.
+#[test]
+fn skopeo_concurrent_pushes() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let addr = reg.addr.clone();
+    let (layout, src_digest) = umoci_layout(work.path(), 60);
+    let image = format!("oci:{}:img", layout.path.display());
+    let targets: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            if i < 3 {
+                (format!("conc/own{i}"), "1".to_string())
+            } else {
+                ("conc/same".to_string(), format!("t{i}"))
+            }
+        })
+        .collect();
+    let handles: Vec<_> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (repo, tag))| {
+            let df = work.path().join(format!("conc{i}.digest"));
+            let mut cmd = skopeo();
+            cmd.args([
+                "copy",
+                "--dest-tls-verify=false",
+                "--format",
+                "oci",
+                "--digestfile",
+            ])
+            .arg(&df)
+            .arg(&image)
+            .arg(format!("docker://{addr}/{repo}:{tag}"));
+            std::thread::spawn(move || {
+                run(&mut cmd);
+                read_digestfile(&df)
+            })
+        })
+        .collect();
+    for ((repo, tag), h) in targets.iter().zip(handles) {
+        let pushed = h
+            .join()
+            .unwrap_or_else(|_| panic!("skopeo copy to {repo}:{tag} failed"));
+        assert_eq!(pushed, src_digest);
+        assert_eq!(verify_image(&reg, repo, tag), src_digest, "{repo}:{tag}");
+    }
+    let tags = http()
+        .get(reg.url("/v2/conc/same/tags/list"))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    let mut tags = strings(&tags["tags"]);
+    tags.sort();
+    assert_eq!(tags, ["t3", "t4", "t5"]);
 }
 
 // ---------------------------------------------------------------------------
@@ -808,6 +974,40 @@ fn podman_pull_push_roundtrip() {
     let by_digest = format!("{addr}/pod/dst/nested@{pushed}");
     let out = run(podman(&pd).args(["pull", "--tls-verify=false", &by_digest]));
     assert_eq!(out.trim().lines().last().unwrap(), image_id);
+
+    // zstd-compressed OCI layers (a media type the registry must store
+    // and serve as is), pulled by podman.
+    let zstd_layout = work.path().join("zstd");
+    run(skopeo()
+        .args(["copy", "--dest-compress-format", "zstd"])
+        .arg(format!("oci:{}:img", layout.path.display()))
+        .arg(format!("oci:{}:img", zstd_layout.display())));
+    let zstd_layout = Layout::open(&zstd_layout);
+    let zstd_digest = zstd_layout.descriptor("img")["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:img", zstd_layout.path.display()))
+        .arg(format!("docker://{addr}/pod/zstd:1")));
+    let m = get_manifest(&reg, "pod/zstd", "1");
+    assert_eq!(m.digest, zstd_digest);
+    assert!(m.body == zstd_layout.blob(&zstd_digest));
+    for layer in m.json["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    verify_image(&reg, "pod/zstd", "1");
+    run(podman(&pd).args(["rmi", "-a", "-f"]));
+    let out = run(podman(&pd).args(["pull", "--tls-verify=false", &format!("{addr}/pod/zstd:1")]));
+    assert_eq!(
+        out.trim().lines().last().unwrap(),
+        image_id,
+        "same config, other compression"
+    );
 
     // An unknown repository is an error.
     run_expect_failure(podman(&pd).args([

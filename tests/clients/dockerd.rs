@@ -127,6 +127,8 @@ impl Dockerd {
             .env("DOCKER_CONFIG", &self.config_dir)
             .env("DOCKER_BUILDKIT", "0")
             .env("DOCKER_CLI_HINTS", "false")
+            // `docker manifest` on a 20.10 client.
+            .env("DOCKER_CLI_EXPERIMENTAL", "enabled")
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
             .env_remove("DOCKER_CERT_PATH");
