@@ -77,6 +77,9 @@ fn exp_header(r: &Resp, k: &str, val: &str) -> Result<(), String> {
 }
 
 fn exp_body(r: &Resp, want: &[u8]) -> Result<(), String> {
+    if let Some(e) = &r.body_err {
+        return Err(format!("failed to read body: {e}: {}", r.describe()));
+    }
     if r.body == want {
         Ok(())
     } else {
@@ -137,7 +140,11 @@ fn h(k: &str, v: &str) -> (String, String) {
 fn detect_media_type(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(String::from))
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(String::from)
+        })
         .unwrap_or_else(|| MT_OCI_IMAGE.to_string())
 }
 
@@ -219,7 +226,12 @@ impl Api<'_> {
         self.send("HEAD", &u, vec![], ReqBody::None)
     }
 
-    pub fn blob_get_req(&self, repo: &str, dig: &str, headers: Vec<(String, String)>) -> Result<Resp, String> {
+    pub fn blob_get_req(
+        &self,
+        repo: &str,
+        dig: &str,
+        headers: Vec<(String, String)>,
+    ) -> Result<Resp, String> {
         let u = self.url(&format!("/v2/{repo}/blobs/{dig}"));
         self.send("GET", &u, headers, ReqBody::None)
     }
@@ -373,7 +385,10 @@ impl Api<'_> {
                 };
                 let rest = rest.strip_prefix('+').unwrap_or(rest);
                 let rl: i64 = rest.parse().map_err(|_| {
-                    format!("content-range header could not be parsed: {rest:?}: {}", g.describe())
+                    format!(
+                        "content-range header could not be parsed: {rest:?}: {}",
+                        g.describe()
+                    )
                 })?;
                 if last >= 0 && rl != last {
                     return Err(format!(
@@ -514,11 +529,15 @@ impl Api<'_> {
         if fl.expect_bad_digest {
             exp_status(&r, &[400, 202]).map_err(|e| format!("blob post failed: {e}"))?;
         } else {
-            all(vec![exp_status(&r, &[201, 202]), exp_header(&r, "Location", "")])
-                .map_err(|e| format!("blob post failed: {e}"))?;
+            all(vec![
+                exp_status(&r, &[201, 202]),
+                exp_header(&r, "Location", ""),
+            ])
+            .map_err(|e| format!("blob post failed: {e}"))?;
         }
         if r.status == 202 {
-            u = resolve(&u, &loc).map_err(|e| format!("blob post could not parse location header: {e}"))?;
+            u = resolve(&u, &loc)
+                .map_err(|e| format!("blob post could not parse location header: {e}"))?;
             set_query(&mut u, "digest", dig);
             let p = self.send(
                 "PUT",
@@ -605,7 +624,13 @@ impl Api<'_> {
     }
 
     /// `ManifestGetExists`
-    pub fn manifest_get_exists(&self, repo: &str, reference: &str, dig: &str, val: Option<&[u8]>) -> R {
+    pub fn manifest_get_exists(
+        &self,
+        repo: &str,
+        reference: &str,
+        dig: &str,
+        val: Option<&[u8]>,
+    ) -> R {
         let r = self.manifest_get_req(repo, reference)?;
         let mut c = vec![exp_status(&r, &[200])];
         if let Some(val) = val.filter(|v| !v.is_empty()) {
@@ -619,7 +644,13 @@ impl Api<'_> {
     }
 
     /// `ManifestHeadExists`
-    pub fn manifest_head_exists(&self, repo: &str, reference: &str, dig: &str, val: Option<&[u8]>) -> R {
+    pub fn manifest_head_exists(
+        &self,
+        repo: &str,
+        reference: &str,
+        dig: &str,
+        val: Option<&[u8]>,
+    ) -> R {
         let r = self.manifest_head_req(repo, reference)?;
         let mut c = vec![exp_status(&r, &[200]), exp_body(&r, b"")];
         if let Some(val) = val.filter(|v| !v.is_empty()) {
@@ -632,7 +663,14 @@ impl Api<'_> {
     }
 
     /// `ManifestPut` (referrers enabled, as in the 1.1 defaults).
-    pub fn manifest_put(&self, repo: &str, reference: &str, dig: &str, body: &[u8], fl: &Flags) -> R {
+    pub fn manifest_put(
+        &self,
+        repo: &str,
+        reference: &str,
+        dig: &str,
+        body: &[u8],
+        fl: &Flags,
+    ) -> R {
         let u = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let mt = detect_media_type(body);
         let mut loc = String::new();
@@ -670,7 +708,10 @@ impl Api<'_> {
             ));
         }
         if loc.is_empty() {
-            errs.push(format!("manifest put did not return a location: {}", r.describe()));
+            errs.push(format!(
+                "manifest put did not return a location: {}",
+                r.describe()
+            ));
         } else {
             match resolve(&u, &loc) {
                 Err(e) => errs.push(e),
@@ -704,13 +745,24 @@ impl Api<'_> {
     }
 
     /// `ReferrersList` -> (descriptors, OCI-Filters-Applied)
-    pub fn referrers_list(&self, repo: &str, dig: &str, params: &[(&str, &str)]) -> R<(Vec<RDesc>, String)> {
+    pub fn referrers_list(
+        &self,
+        repo: &str,
+        dig: &str,
+        params: &[(&str, &str)],
+    ) -> R<(Vec<RDesc>, String)> {
         let mut u = self.url(&format!("/v2/{repo}/referrers/{dig}"));
         for (k, v) in params {
             add_query(&mut u, k, v);
         }
         let r = self.send("GET", &u, vec![], ReqBody::None)?;
-        all(vec![exp_header(&r, "Content-Type", MT_OCI_INDEX), exp_status(&r, &[200])])?;
+        all(vec![
+            exp_header(&r, "Content-Type", MT_OCI_INDEX),
+            exp_status(&r, &[200]),
+        ])?;
+        if let Some(e) = &r.body_err {
+            return Err(format!("{e}: {}", r.describe()).into());
+        }
         let (mt, sv, list) = parse_index(&r.body).map_err(|e| format!("{e}: {}", r.describe()))?;
         if mt != MT_OCI_INDEX || sv != 2 {
             return Err(format!(
@@ -732,7 +784,11 @@ impl Api<'_> {
         if r.status == 404 {
             return Ok(vec![]);
         }
-        exp_status(&r, &[200, 404]).map_err(|e| format!("response did not match any condition: {e}"))?;
+        exp_status(&r, &[200, 404])
+            .map_err(|e| format!("response did not match any condition: {e}"))?;
+        if let Some(e) = &r.body_err {
+            return Err(format!("{e}: {}", r.describe()).into());
+        }
         let (_, tags) = parse_tag_list(&r.body).map_err(|e| format!("{e}: {}", r.describe()))?;
         Ok(tags)
     }
@@ -889,7 +945,11 @@ impl TestData {
     /// in for it. As in the suite, the "uncompressed" digest is of nothing.
     fn gen_layer(&mut self, g: &Gen) -> (String, String) {
         let body = random_bytes(300);
-        let mt = if g.uncompressed { MT_OCI_LAYER } else { MT_OCI_LAYER_GZ };
+        let mt = if g.uncompressed {
+            MT_OCI_LAYER
+        } else {
+            MT_OCI_LAYER_GZ
+        };
         let dc = g.algo().digest(&body);
         let du = g.algo().digest(b"");
         self.desc.insert(
@@ -957,7 +1017,10 @@ impl TestData {
                 .get_or_insert_with(BTreeMap::new)
                 .insert(format!("org.example.{}", rand_text()), rand_text());
         }
-        let mut f = vec![("schemaVersion", J::Int(2)), ("mediaType", J::s(MT_OCI_IMAGE))];
+        let mut f = vec![
+            ("schemaVersion", J::Int(2)),
+            ("mediaType", J::s(MT_OCI_IMAGE)),
+        ];
         if !g.artifact_type.is_empty() {
             f.push(("artifactType", J::s(&g.artifact_type)));
         }
@@ -987,14 +1050,17 @@ impl TestData {
             g.artifact_type.clone()
         };
         if let Some(s) = &g.subject {
-            self.referrers.entry(s.digest.clone()).or_default().push(Desc {
-                media_type: MT_OCI_IMAGE.into(),
-                artifact_type: at,
-                digest: dig.clone(),
-                size: body.len() as i64,
-                annotations: annotations.clone().unwrap_or_default(),
-                ..Default::default()
-            });
+            self.referrers
+                .entry(s.digest.clone())
+                .or_default()
+                .push(Desc {
+                    media_type: MT_OCI_IMAGE.into(),
+                    artifact_type: at,
+                    digest: dig.clone(),
+                    size: body.len() as i64,
+                    annotations: annotations.clone().unwrap_or_default(),
+                    ..Default::default()
+                });
         }
         if !g.tag.is_empty() {
             self.tags.insert(g.tag.clone(), dig.clone());
@@ -1040,7 +1106,12 @@ impl TestData {
         self.gen_manifest(conf, layers, g)
     }
 
-    pub fn gen_index(&mut self, platforms: &[Option<Platform>], manifests: &[String], g: &Gen) -> String {
+    pub fn gen_index(
+        &mut self,
+        platforms: &[Option<Platform>],
+        manifests: &[String],
+        g: &Gen,
+    ) -> String {
         let mut annotations = g.annotations.clone();
         if g.annotation_uniq {
             annotations
@@ -1056,7 +1127,10 @@ impl TestData {
                 d.json()
             })
             .collect();
-        let mut f = vec![("schemaVersion", J::Int(2)), ("mediaType", J::s(MT_OCI_INDEX))];
+        let mut f = vec![
+            ("schemaVersion", J::Int(2)),
+            ("mediaType", J::s(MT_OCI_INDEX)),
+        ];
         if !g.artifact_type.is_empty() {
             f.push(("artifactType", J::s(&g.artifact_type)));
         }
@@ -1080,14 +1154,17 @@ impl TestData {
             },
         );
         if let Some(s) = &g.subject {
-            self.referrers.entry(s.digest.clone()).or_default().push(Desc {
-                media_type: MT_OCI_INDEX.into(),
-                artifact_type: g.artifact_type.clone(),
-                digest: dig.clone(),
-                size: body.len() as i64,
-                annotations: annotations.clone().unwrap_or_default(),
-                ..Default::default()
-            });
+            self.referrers
+                .entry(s.digest.clone())
+                .or_default()
+                .push(Desc {
+                    media_type: MT_OCI_INDEX.into(),
+                    artifact_type: g.artifact_type.clone(),
+                    digest: dig.clone(),
+                    size: body.len() as i64,
+                    annotations: annotations.clone().unwrap_or_default(),
+                    ..Default::default()
+                });
         }
         if !g.tag.is_empty() {
             self.tags.insert(g.tag.clone(), dig.clone());
@@ -1098,9 +1175,10 @@ impl TestData {
     }
 
     pub fn gen_index_full(&mut self, g: &Gen) -> String {
-        let platforms = g.platforms.clone().unwrap_or_else(|| {
-            vec![Some(plat("linux", "amd64")), Some(plat("linux", "arm64"))]
-        });
+        let platforms = g
+            .platforms
+            .clone()
+            .unwrap_or_else(|| vec![Some(plat("linux", "amd64")), Some(plat("linux", "arm64"))]);
         let mut imgs = vec![];
         for p in &platforms {
             let ig = Gen {
@@ -1127,7 +1205,12 @@ pub fn generate_data() -> Vec<TestData> {
         tag: t.into(),
         ..Default::default()
     };
-    let two = || Some(vec![Some(plat("linux", "amd64")), Some(plat("linux", "arm64"))]);
+    let two = || {
+        Some(vec![
+            Some(plat("linux", "amd64")),
+            Some(plat("linux", "arm64")),
+        ])
+    };
 
     let mut td = TestData::new("image", "Image");
     td.gen_manifest_full(&tag("image"));
@@ -1412,7 +1495,15 @@ impl<'a> Suite<'a> {
         *e = (*e).max(lvl);
     }
 
-    fn push_blob_with(&mut self, name: &str, api: BlobApi, repo: &str, dig: &str, body: &[u8], fl: &Flags) -> bool {
+    fn push_blob_with(
+        &mut self,
+        name: &str,
+        api: BlobApi,
+        repo: &str,
+        dig: &str,
+        body: &[u8],
+        fl: &Flags,
+    ) -> bool {
         let res = match api {
             BlobApi::PostPut => self.api.blob_post_put(repo, dig, body, fl),
             BlobApi::PostOnly => self.api.blob_post_only(repo, dig, body, fl),
@@ -1484,7 +1575,9 @@ impl<'a> Suite<'a> {
             .api
             .blob_head_req(repo, dig)
             .map_err(E::from)
-            .and_then(|r| exp_status(&r, &[404]).map_err(|e| E::Fail(format!("blob head failed: {e}"))));
+            .and_then(|r| {
+                exp_status(&r, &[404]).map_err(|e| E::Fail(format!("blob head failed: {e}")))
+            });
         self.check(&format!("{name}/blob-delete-atomic"), res)
     }
 
@@ -1542,7 +1635,9 @@ impl<'a> Suite<'a> {
             .api
             .blob_get_req(&repo, &digests["post cancel"], vec![])
             .map_err(E::from)
-            .and_then(|r| exp_status(&r, &[404]).map_err(|e| E::Fail(format!("blob get failed: {e}"))));
+            .and_then(|r| {
+                exp_status(&r, &[404]).map_err(|e| E::Fail(format!("blob get failed: {e}")))
+            });
         self.check(&format!("{base}/get-missing"), res);
 
         let mut min_chunk: i64 = CHUNK_MIN;
@@ -1563,10 +1658,18 @@ impl<'a> Suite<'a> {
             let body = td.blobs[&dig].clone();
             let d = Flags::default();
             let (api, ok) = match t {
-                "post only" => (Some(BlobApi::PostOnly), self.push_blob_with(&name, BlobApi::PostOnly, &repo, &dig, &body, &d)),
-                "post+put" => (Some(BlobApi::PostPut), self.push_blob_with(&name, BlobApi::PostPut, &repo, &dig, &body, &d)),
+                "post only" => (
+                    Some(BlobApi::PostOnly),
+                    self.push_blob_with(&name, BlobApi::PostOnly, &repo, &dig, &body, &d),
+                ),
+                "post+put" => (
+                    Some(BlobApi::PostPut),
+                    self.push_blob_with(&name, BlobApi::PostPut, &repo, &dig, &body, &d),
+                ),
                 "chunked single" => {
-                    let res = self.api.blob_patch_chunked(&repo, &dig, &body, &d, &mut min_header);
+                    let res = self
+                        .api
+                        .blob_patch_chunked(&repo, &dig, &body, &d, &mut min_header);
                     let uns = matches!(res, Err(E::Unsupported(_)));
                     let ok = self.check(&format!("{name}/blob-patch-chunked"), res);
                     self.set_api(BlobApi::PatchChunked, ok, uns);
@@ -1577,20 +1680,31 @@ impl<'a> Suite<'a> {
                     }
                     (Some(BlobApi::PatchChunked), ok)
                 }
-                "chunked multi" | "chunked multi and put chunk" | "chunked out-of-order" | "chunked out-of-order and put chunk" => {
+                "chunked multi"
+                | "chunked multi and put chunk"
+                | "chunked out-of-order"
+                | "chunked out-of-order and put chunk" => {
                     let fl = Flags {
                         put_last_chunk: t.ends_with("put chunk"),
                         out_of_order: t.contains("out-of-order"),
                         ..Default::default()
                     };
-                    (Some(BlobApi::PatchChunked), self.push_blob_with(&name, BlobApi::PatchChunked, &repo, &dig, &body, &fl))
+                    (
+                        Some(BlobApi::PatchChunked),
+                        self.push_blob_with(&name, BlobApi::PatchChunked, &repo, &dig, &body, &fl),
+                    )
                 }
-                "stream" => (Some(BlobApi::PatchStream), self.push_blob_with(&name, BlobApi::PatchStream, &repo, &dig, &body, &d)),
+                "stream" => (
+                    Some(BlobApi::PatchStream),
+                    self.push_blob_with(&name, BlobApi::PatchStream, &repo, &dig, &body, &d),
+                ),
                 "post cancel" => {
                     // stateAPIBlobCancel is disabled by default (1.1): TestSkip
                     self.check(
                         &format!("{name}/blob-post-cancel"),
-                        Err(E::Skip("api Blob upload cancel is disabled in the configuration".into())),
+                        Err(E::Skip(
+                            "api Blob upload cancel is disabled in the configuration".into(),
+                        )),
                     );
                     (None, false)
                 }
@@ -1602,7 +1716,10 @@ impl<'a> Suite<'a> {
                 "mount anonymous" => {
                     self.push_blob_any(&name, &repo2, &dig, &body);
                     let res = self.api.blob_mount(&repo, "", &dig, &body);
-                    (None, self.check(&format!("{name}/blob-mount-anonymous"), res))
+                    (
+                        None,
+                        self.check(&format!("{name}/blob-mount-anonymous"), res),
+                    )
                 }
                 "mount missing" => {
                     // mount from repo2 without first pushing there: must not succeed
@@ -1637,22 +1754,57 @@ impl<'a> Suite<'a> {
         if self.push_blob_any(&name, &repo, &dig, &blob) {
             let n = blob.len();
             let cases: Vec<(&str, &str, Option<(Vec<u8>, String, String)>)> = vec![
-                ("range 500-1499", "bytes=500-1499", Some((blob[500..1500].to_vec(), format!("bytes 500-1499/{n}"), "bytes 500-1499/*".into()))),
-                ("range 500-", "bytes=500-", Some((blob[500..].to_vec(), format!("bytes 500-{}/{n}", n - 1), format!("bytes 500-{}/*", n - 1)))),
-                ("range -500", "bytes=-500", Some((blob[n - 500..].to_vec(), format!("bytes {}-{}/{n}", n - 500, n - 1), format!("bytes {}-{}/*", n - 500, n - 1)))),
-                ("range 2000-5000", "bytes=2000-5000", Some((blob[2000..].to_vec(), format!("bytes 2000-{}/{n}", n - 1), format!("bytes 2000-{}/*", n - 1)))),
+                (
+                    "range 500-1499",
+                    "bytes=500-1499",
+                    Some((
+                        blob[500..1500].to_vec(),
+                        format!("bytes 500-1499/{n}"),
+                        "bytes 500-1499/*".into(),
+                    )),
+                ),
+                (
+                    "range 500-",
+                    "bytes=500-",
+                    Some((
+                        blob[500..].to_vec(),
+                        format!("bytes 500-{}/{n}", n - 1),
+                        format!("bytes 500-{}/*", n - 1),
+                    )),
+                ),
+                (
+                    "range -500",
+                    "bytes=-500",
+                    Some((
+                        blob[n - 500..].to_vec(),
+                        format!("bytes {}-{}/{n}", n - 500, n - 1),
+                        format!("bytes {}-{}/*", n - 500, n - 1),
+                    )),
+                ),
+                (
+                    "range 2000-5000",
+                    "bytes=2000-5000",
+                    Some((
+                        blob[2000..].to_vec(),
+                        format!("bytes 2000-{}/{n}", n - 1),
+                        format!("bytes 2000-{}/*", n - 1),
+                    )),
+                ),
                 ("range 500-0", "bytes=500-0", None),
                 ("range 5000-10000", "bytes=5000-10000", None),
             ];
             for (cname, range, want) in cases {
                 let res = (|| -> R {
-                    let r = self.api.blob_get_req(&repo, &dig, vec![h("Range", range)])?;
+                    let r = self
+                        .api
+                        .blob_get_req(&repo, &dig, vec![h("Range", range)])?;
                     let primary = match &want {
                         Some((body, cr1, cr2)) => all(vec![
                             exp_body(&r, body),
                             exp_status(&r, &[206]),
                             exp_header(&r, "Content-Length", &body.len().to_string()),
-                            exp_header(&r, "Content-Range", cr1).or_else(|_| exp_header(&r, "Content-Range", cr2)),
+                            exp_header(&r, "Content-Range", cr1)
+                                .or_else(|_| exp_header(&r, "Content-Range", cr2)),
                         ]),
                         None => exp_status(&r, &[416]),
                     };
@@ -1669,7 +1821,9 @@ impl<'a> Suite<'a> {
                                 "range request unsupported, full blob returned: {}",
                                 r.describe()
                             ))),
-                            Err(_) => Err(E::Fail(format!("response did not match any condition: {e}"))),
+                            Err(_) => Err(E::Fail(format!(
+                                "response did not match any condition: {e}"
+                            ))),
                         };
                     }
                     Ok(())
@@ -1708,12 +1862,24 @@ impl<'a> Suite<'a> {
                 ..Default::default()
             };
             let (label, res) = match t {
-                "bad digest post only" => ("blob-post-only", self.api.blob_post_only(&repo, &dig, &body, &fl)),
-                "bad digest post+put" => ("blob-post-put", self.api.blob_post_put(&repo, &dig, &body, &fl)),
-                "bad digest stream" => ("blob-patch-stream", self.api.blob_patch_stream(&repo, &dig, &body, &fl)),
+                "bad digest post only" => (
+                    "blob-post-only",
+                    self.api.blob_post_only(&repo, &dig, &body, &fl),
+                ),
+                "bad digest post+put" => (
+                    "blob-post-put",
+                    self.api.blob_post_put(&repo, &dig, &body, &fl),
+                ),
+                "bad digest stream" => (
+                    "blob-patch-stream",
+                    self.api.blob_patch_stream(&repo, &dig, &body, &fl),
+                ),
                 _ => {
                     let mut m = String::new();
-                    ("blob-patch-chunked", self.api.blob_patch_chunked(&repo, &dig, &body, &fl, &mut m))
+                    (
+                        "blob-patch-chunked",
+                        self.api.blob_patch_chunked(&repo, &dig, &body, &fl, &mut m),
+                    )
                 }
             };
             self.check(&format!("{name}/{label}"), res);
@@ -1724,8 +1890,15 @@ impl<'a> Suite<'a> {
     pub fn test_data(&mut self, td: &mut TestData) {
         let repo = self.repo.clone();
         let base = td.name.clone();
+        if self.r.verbose {
+            eprintln!("-- data set {:?} ({})", td.name, td.title);
+        }
         // push
-        let blobs: Vec<(String, Vec<u8>)> = td.blobs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let blobs: Vec<(String, Vec<u8>)> = td
+            .blobs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (dig, body) in &blobs {
             self.push_blob_any(&format!("{base}/push"), &repo, dig, body);
         }
@@ -1734,7 +1907,9 @@ impl<'a> Suite<'a> {
                 expect_bad_digest: td.bad_digest.contains(&dig),
                 ..Default::default()
             };
-            let res = self.api.manifest_put(&repo, &dig, &dig, &td.manifests[&dig], &fl);
+            let res = self
+                .api
+                .manifest_put(&repo, &dig, &dig, &td.manifests[&dig], &fl);
             self.check(&format!("{base}/push/manifest-by-digest"), res);
         }
         for (tag, dig) in td.tags.clone() {
@@ -1745,7 +1920,9 @@ impl<'a> Suite<'a> {
                 expect_bad_digest: td.bad_digest.contains(&dig),
                 ..Default::default()
             };
-            let res = self.api.manifest_put(&repo, &tag, &dig, &td.manifests[&dig], &fl);
+            let res = self
+                .api
+                .manifest_put(&repo, &tag, &dig, &td.manifests[&dig], &fl);
             if self.check(&format!("{base}/push/manifest-by-tag {tag}"), res) {
                 td.tag_pushed.insert(tag);
             }
@@ -1767,12 +1944,16 @@ impl<'a> Suite<'a> {
                 let partial = self.api.tag_list(&repo, &[("last", &last)])?;
                 for t in &sorted[..end] {
                     if partial.contains(t) {
-                        errs.push(format!("tag {t:?} returned when last set to {last:?} (got {partial:?})"));
+                        errs.push(format!(
+                            "tag {t:?} returned when last set to {last:?} (got {partial:?})"
+                        ));
                     }
                 }
                 for t in &sorted[end..] {
                     if !partial.contains(t) {
-                        errs.push(format!("tag {t:?} missing when last set to {last:?} (got {partial:?})"));
+                        errs.push(format!(
+                            "tag {t:?} missing when last set to {last:?} (got {partial:?})"
+                        ));
                     }
                 }
             }
@@ -1791,11 +1972,17 @@ impl<'a> Suite<'a> {
                 }
                 let body = td.manifests.get(&dig).cloned();
                 let res = if method_head {
-                    self.api.manifest_head_exists(&repo, &tag, &dig, body.as_deref())
+                    self.api
+                        .manifest_head_exists(&repo, &tag, &dig, body.as_deref())
                 } else {
-                    self.api.manifest_get_exists(&repo, &tag, &dig, body.as_deref())
+                    self.api
+                        .manifest_get_exists(&repo, &tag, &dig, body.as_deref())
                 };
-                let what = if method_head { "manifest-head-by-tag" } else { "manifest-by-tag" };
+                let what = if method_head {
+                    "manifest-head-by-tag"
+                } else {
+                    "manifest-by-tag"
+                };
                 self.check(&format!("{base}/{label}/{what} {tag}"), res);
             }
             for dig in td.man_order.clone() {
@@ -1804,11 +1991,17 @@ impl<'a> Suite<'a> {
                 }
                 let body = td.manifests.get(&dig).cloned();
                 let res = if method_head {
-                    self.api.manifest_head_exists(&repo, &dig, &dig, body.as_deref())
+                    self.api
+                        .manifest_head_exists(&repo, &dig, &dig, body.as_deref())
                 } else {
-                    self.api.manifest_get_exists(&repo, &dig, &dig, body.as_deref())
+                    self.api
+                        .manifest_get_exists(&repo, &dig, &dig, body.as_deref())
                 };
-                let what = if method_head { "manifest-head-by-digest" } else { "manifest-by-digest" };
+                let what = if method_head {
+                    "manifest-head-by-digest"
+                } else {
+                    "manifest-by-digest"
+                };
                 self.check(&format!("{base}/{label}/{what}"), res);
             }
             for (dig, body) in &blobs {
@@ -1829,7 +2022,9 @@ impl<'a> Suite<'a> {
                             && r.media_type == g.media_type
                             && r.size == g.size
                             && r.artifact_type == g.artifact_type
-                            && g.annotations.iter().all(|(k, v)| r.annotations.get(k) == Some(v))
+                            && g.annotations
+                                .iter()
+                                .all(|(k, v)| r.annotations.get(k) == Some(v))
                     })
                 };
                 match self.api.referrers_list(&repo, &subj, &[]) {
@@ -1848,7 +2043,9 @@ impl<'a> Suite<'a> {
                 let ats: BTreeSet<String> = goals.iter().map(|g| g.artifact_type.clone()).collect();
                 let mut unsupported = vec![];
                 for at in ats {
-                    let (list, filters) = self.api.referrers_list(&repo, &subj, &[("artifactType", &at)])?;
+                    let (list, filters) =
+                        self.api
+                            .referrers_list(&repo, &subj, &[("artifactType", &at)])?;
                     let applied = filters.split(',').any(|f| f.trim() == "artifactType");
                     if !applied {
                         unsupported.push(format!(
@@ -1896,7 +2093,13 @@ impl<'a> Suite<'a> {
                     .api
                     .manifest_head_req(&repo_c, &tag)
                     .map_err(E::from)
-                    .and_then(|r| exp_status(&r, &[404]).map_err(|e| E::Fail(format!("manifest head failed (tag {tag} -> {dig} should be gone): {e}"))));
+                    .and_then(|r| {
+                        exp_status(&r, &[404]).map_err(|e| {
+                            E::Fail(format!(
+                                "manifest head failed (tag {tag} -> {dig} should be gone): {e}"
+                            ))
+                        })
+                    });
                 self.check(&format!("{base}/delete/tag-delete-atomic {tag}"), res);
             }
         }
@@ -1909,7 +2112,10 @@ impl<'a> Suite<'a> {
                     .api
                     .manifest_head_req(&repo_c, &dig)
                     .map_err(E::from)
-                    .and_then(|r| exp_status(&r, &[404]).map_err(|e| E::Fail(format!("manifest head failed: {e}"))));
+                    .and_then(|r| {
+                        exp_status(&r, &[404])
+                            .map_err(|e| E::Fail(format!("manifest head failed: {e}")))
+                    });
                 self.check(&format!("{base}/delete/manifest-delete-atomic"), res);
             }
         }
@@ -1926,14 +2132,18 @@ impl<'a> Suite<'a> {
             .api
             .manifest_get_req(&repo, &dig)
             .map_err(E::from)
-            .and_then(|r| exp_status(&r, &[404]).map_err(|e| E::Fail(format!("manifest get failed: {e}"))));
+            .and_then(|r| {
+                exp_status(&r, &[404]).map_err(|e| E::Fail(format!("manifest get failed: {e}")))
+            });
         self.check("missing-manifest/by-digest", res);
         let tag = format!("missing-{}", &rand_text().to_lowercase()[..20]);
         let res = self
             .api
             .manifest_get_req(&repo, &tag)
             .map_err(E::from)
-            .and_then(|r| exp_status(&r, &[404]).map_err(|e| E::Fail(format!("manifest get failed: {e}"))));
+            .and_then(|r| {
+                exp_status(&r, &[404]).map_err(|e| E::Fail(format!("manifest get failed: {e}")))
+            });
         self.check("missing-manifest/by-tag", res);
 
         let mut td = TestData::new("invalid-manifest-digest", "Invalid Manifest Digest");
@@ -1941,7 +2151,11 @@ impl<'a> Suite<'a> {
             layer_count: Some(1),
             ..Default::default()
         });
-        let blobs: Vec<(String, Vec<u8>)> = td.blobs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let blobs: Vec<(String, Vec<u8>)> = td
+            .blobs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (d, b) in &blobs {
             self.push_blob_any("invalid-digest-format", &repo, d, b);
         }
@@ -1949,15 +2163,22 @@ impl<'a> Suite<'a> {
             expect_bad_digest: true,
             ..Default::default()
         };
-        let res = self
-            .api
-            .manifest_put(&repo, "sha256:baddigeststring", &man, &td.manifests[&man], &fl);
+        let res = self.api.manifest_put(
+            &repo,
+            "sha256:baddigeststring",
+            &man,
+            &td.manifests[&man],
+            &fl,
+        );
         self.check("invalid-digest-format/manifest-put", res);
         let res = self
             .api
             .manifest_get_req(&repo, "sha256:baddigeststring")
             .map_err(E::from)
-            .and_then(|r| exp_status(&r, &[404, 400]).map_err(|e| E::Fail(format!("manifest get failed: {e}"))));
+            .and_then(|r| {
+                exp_status(&r, &[404, 400])
+                    .map_err(|e| E::Fail(format!("manifest get failed: {e}")))
+            });
         self.check("invalid-digest-format/manifest-get", res);
         // cleanup (TestDelete of the data set: no tags pushed)
         let res = self.api.manifest_delete(&repo, &man);
@@ -1966,7 +2187,10 @@ impl<'a> Suite<'a> {
                 .api
                 .manifest_head_req(&repo, &man)
                 .map_err(E::from)
-                .and_then(|r| exp_status(&r, &[404]).map_err(|e| E::Fail(format!("manifest head failed: {e}"))));
+                .and_then(|r| {
+                    exp_status(&r, &[404])
+                        .map_err(|e| E::Fail(format!("manifest head failed: {e}")))
+                });
             self.check("invalid-digest-format/delete/manifest-delete-atomic", res);
         }
         for (d, _) in &blobs {
