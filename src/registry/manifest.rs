@@ -139,7 +139,8 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
             ));
         }
     }
-    let generic = declared.is_none_or(|ct| ct == "application/json" || ct == "application/octet-stream");
+    let generic =
+        declared.is_none_or(|ct| ct == "application/json" || ct == "application/octet-stream");
     let kind = match declared.and_then(ManifestKind::from_media_type) {
         Some(k) => k,
         // No telling Content-Type: the body's mediaType decides, or its shape.
@@ -154,7 +155,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
             return Err(invalid(format!(
                 "unsupported manifest media type {:?}",
                 declared.unwrap_or("")
-            )))
+            )));
         }
     };
     if let Some(mt) = raw.media_type.as_deref() {

@@ -108,7 +108,7 @@ fn parse_range(value: &str, size: u64) -> Result<Option<Range<u64>>, RegistryErr
                 return Ok(None);
             };
             if last < start {
-                return Ok(None);
+                return Err(unsatisfiable);
             }
             last.saturating_add(1).min(size)
         };
@@ -135,6 +135,6 @@ mod tests {
         assert!(parse_range("bytes=-0", 100).is_err());
         assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
-        assert_eq!(parse_range("bytes=9-1", 100).unwrap(), None);
+        assert!(parse_range("bytes=9-1", 100).is_err());
     }
 }

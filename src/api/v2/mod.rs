@@ -55,11 +55,16 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
         Route::Referrers(name, d) if m == Method::GET => {
             listing::referrers(&reg, &name, &d, &query).await
         }
-        Route::Manifest(name, r) => match *m {
-            Method::GET => manifests::get(&reg, &name, &r, h, false).await,
-            Method::HEAD => manifests::get(&reg, &name, &r, h, true).await,
-            Method::PUT => manifests::put(&reg, &name, &r, h, body).await,
-            Method::DELETE => manifests::delete(&reg, &name, &r).await,
+        Route::Manifest(name, r) => match (m.clone(), r) {
+            (Method::PUT, Err(e)) => Err(e.into()),
+            // No manifest can exist under a malformed reference.
+            (Method::GET | Method::HEAD | Method::DELETE, Err(_)) => {
+                Err(RegistryError::ManifestUnknown.into())
+            }
+            (Method::GET, Ok(r)) => manifests::get(&reg, &name, &r, h, false).await,
+            (Method::HEAD, Ok(r)) => manifests::get(&reg, &name, &r, h, true).await,
+            (Method::PUT, Ok(r)) => manifests::put(&reg, &name, &r, h, body).await,
+            (Method::DELETE, Ok(r)) => manifests::delete(&reg, &name, &r).await,
             _ => not_allowed(m),
         },
         Route::Blob(name, d) => match *m {

@@ -11,7 +11,9 @@ use crate::registry::uploads::UploadId;
 pub enum Route {
     Catalog,
     Tags(RepoName),
-    Manifest(RepoName, Reference),
+    /// The reference stays unparsed-as-error until the method is known: a
+    /// malformed one is a 404 for reads and deletes but a 400 for a push.
+    Manifest(RepoName, Result<Reference, RegistryError>),
     Blob(RepoName, Digest),
     Uploads(RepoName),
     Upload(RepoName, UploadId),
@@ -49,9 +51,9 @@ pub fn parse(path: &str) -> Option<Result<Route, RegistryError>> {
     } else if prev == "blobs" && last == "uploads" {
         name_of(n - 2).map(Route::Uploads)
     } else if prev == "manifests" {
-        name_of(n - 2).and_then(|name| {
-            let reference = decode(last).parse::<Reference>().map_err(reference_error)?;
-            Ok(Route::Manifest(name, reference))
+        name_of(n - 2).map(|name| {
+            let reference = decode(last).parse::<Reference>().map_err(reference_error);
+            Route::Manifest(name, reference)
         })
     } else if prev == "blobs" {
         name_of(n - 2).and_then(|name| Ok(Route::Blob(name, parse_digest(&decode(last))?)))
@@ -93,7 +95,11 @@ mod tests {
     fn routes_from_the_end() {
         assert!(matches!(parse("a/b/tags/list"), Some(Ok(Route::Tags(n))) if n.as_str() == "a/b"));
         assert!(matches!(parse("a/manifests/b/manifests/v1"),
-            Some(Ok(Route::Manifest(n, Reference::Tag(_)))) if n.as_str() == "a/manifests/b"));
+            Some(Ok(Route::Manifest(n, Ok(Reference::Tag(_))))) if n.as_str() == "a/manifests/b"));
+        assert!(matches!(
+            parse("a/manifests/.bad"),
+            Some(Ok(Route::Manifest(_, Err(_))))
+        ));
         assert!(matches!(
             parse(&format!("x/blobs/{D}")),
             Some(Ok(Route::Blob(..)))
