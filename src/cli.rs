@@ -22,6 +22,22 @@ pub enum Command {
     Web(WebArgs),
     /// Apply pending metadata schema migrations and exit.
     Migrate(ConfigArg),
+    /// Free the storage of blobs no manifest references (run with the
+    /// server stopped; it takes the data directory's lock).
+    Gc(GcArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Keep blobs linked into a repository within this many seconds (an
+    /// image push may still be on its way to its manifest).
+    #[arg(long, default_value_t = 3600)]
+    pub grace: u64,
+    /// Report what would be removed without removing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Args, Debug)]

@@ -227,4 +227,24 @@ impl<M: MetaStore> MetaStore for CachedMeta<M> {
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> MetaResult<Vec<Referrer>> {
         self.inner.referrers(repo, subject).await
     }
+
+    async fn gc_candidates(
+        &self,
+        before: i64,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> MetaResult<Vec<(Digest, u64)>> {
+        self.inner.gc_candidates(before, after, limit).await
+    }
+
+    async fn forget_blob(&self, digest: &Digest) -> MetaResult<bool> {
+        let r = self.inner.forget_blob(digest).await;
+        // Links of every repository may have gone.
+        let mut s = self.lock();
+        s.generation += 1;
+        for e in s.repos.values_mut() {
+            e.blobs.remove(digest);
+        }
+        r
+    }
 }

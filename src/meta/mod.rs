@@ -125,4 +125,18 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Manifests in `repo` whose subject is `subject`.
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> MetaResult<Vec<Referrer>>;
+
+    /// Garbage-collection candidates after `after`, in digest order: blobs
+    /// no manifest references, known since `before` or earlier and not
+    /// linked into any repository after it.
+    async fn gc_candidates(
+        &self,
+        before: i64,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> MetaResult<Vec<(Digest, u64)>>;
+
+    /// Forgets a blob (its links included) if no manifest references it;
+    /// false if one does.
+    async fn forget_blob(&self, digest: &Digest) -> MetaResult<bool>;
 }

@@ -40,7 +40,8 @@ pub enum RegistryError {
     TagInvalid(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
-    #[error("manifest too large: {0} bytes")]
+    /// Carries the limit.
+    #[error("manifest is larger than the limit of {0} bytes")]
     ManifestTooLarge(u64),
     #[error("pagination number invalid: {0}")]
     PaginationInvalid(String),

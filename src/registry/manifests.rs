@@ -130,7 +130,9 @@ impl Registry {
         body: Bytes,
     ) -> RegistryResult<Pushed> {
         if body.len() as u64 > self.limits.max_manifest_size {
-            return Err(RegistryError::ManifestTooLarge(body.len() as u64));
+            return Err(RegistryError::ManifestTooLarge(
+                self.limits.max_manifest_size,
+            ));
         }
         let parsed = manifest::parse(content_type, &body)?;
         let digest = match reference {

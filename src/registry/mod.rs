@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod manifest;
 pub mod manifests;
 pub mod name;

@@ -17,7 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::cli::{Command, ConfigArg, WebArgs};
+use crate::cli::{Command, ConfigArg, GcArgs, WebArgs};
 use crate::config::{Config, RunMode};
 use crate::meta::MetaStore;
 use crate::meta::cache::CachedMeta;
@@ -35,6 +35,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Web(args) => web(args).await,
         Command::Migrate(arg) => migrate(arg).await,
+        Command::Gc(args) => gc(args).await,
     }
 }
 
@@ -99,29 +100,33 @@ async fn open_meta(config: &Config) -> anyhow::Result<SqlMeta> {
         .with_context(|| format!("db.uri: opening {uri}"))
 }
 
-async fn web(args: WebArgs) -> anyhow::Result<()> {
-    let config = load_config(&args.config)?;
-    init_logging(&config)?;
-    let _lock = lock_data_dir(&config.dockyard.path)?;
-
+/// The registry core on the configured stores.
+async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
     let store: Arc<dyn BlobStore> =
         Arc::new(LocalStore::open(&config.dockyard.path).with_context(|| {
             format!("dockyard.path: opening {}", config.dockyard.path.display())
         })?);
-    let sql = open_meta(&config).await?;
+    let sql = open_meta(config).await?;
     let meta: Arc<dyn MetaStore> = if config.dockyard.cachable {
         Arc::new(CachedMeta::new(sql, META_CACHE_BUDGET))
     } else {
         Arc::new(sql)
     };
-    let registry = Registry::new(
+    Ok(Registry::new(
         meta,
         store,
         Limits {
             max_manifest_size: config.dockyard.max_manifest_size,
             upload_expiry: config.dockyard.upload_expiry,
         },
-    );
+    ))
+}
+
+async fn web(args: WebArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    init_logging(&config)?;
+    let _lock = lock_data_dir(&config.dockyard.path)?;
+    let registry = open_registry(&config).await?;
     registry.spawn_janitor();
 
     let addr = SocketAddr::new(args.address, args.port);
@@ -194,5 +199,26 @@ async fn migrate(arg: ConfigArg) -> anyhow::Result<()> {
     // Opening applies every pending migration.
     open_meta(&config).await?;
     println!("metadata schema is up to date ({})", config.sqlite_uri());
+    Ok(())
+}
+
+async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    init_logging(&config)?;
+    let _lock = lock_data_dir(&config.dockyard.path)?;
+    let registry = open_registry(&config).await?;
+    let r = registry
+        .collect_garbage(args.grace, args.dry_run)
+        .await
+        .map_err(|e| anyhow::anyhow!("garbage collection failed: {e}"))?;
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    println!(
+        "{verb} {} unreferenced blobs and {} orphaned blob files, {} bytes; expired {} upload sessions",
+        r.blobs_removed, r.orphans_removed, r.bytes_freed, r.uploads_expired
+    );
     Ok(())
 }

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream;
 
-use super::{BlobStore, ByteStream, StoreError, StoreResult, UploadState, UploadWriter};
+use super::{
+    BlobStore, ByteStream, StoreError, StoreResult, StoredBlob, UploadState, UploadWriter,
+};
 use crate::registry::digest::Digest;
 use crate::zerocopy;
 
@@ -90,6 +92,21 @@ fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
+/// Entry names of a directory in byte order (none if it does not exist).
+fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
+    let Some(entries) = not_found_to_none(fs::read_dir(dir))? else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        if let Ok(name) = e?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -152,6 +169,49 @@ impl BlobStore for LocalStore {
     async fn delete(&self, digest: &Digest) -> StoreResult<()> {
         let path = self.blob_path(digest);
         blocking(move || not_found_to_none(fs::remove_file(path)).map(|_| ())).await
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredBlob>> {
+        let root = self.root.join("blobs");
+        let after = after.cloned();
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in sorted_names(&root)? {
+                for prefix in sorted_names(&root.join(&alg))? {
+                    let dir = root.join(&alg).join(&prefix);
+                    for hex in sorted_names(&dir)? {
+                        // Anything that is not a digest is no blob of ours.
+                        let Ok(digest) = format!("{alg}:{hex}").parse::<Digest>() else {
+                            continue;
+                        };
+                        if after.as_ref().is_some_and(|a| &digest <= a) {
+                            continue;
+                        }
+                        let Some(meta) = not_found_to_none(fs::metadata(dir.join(&hex)))? else {
+                            continue;
+                        };
+                        let modified = meta
+                            .modified()?
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        out.push(StoredBlob {
+                            digest,
+                            size: meta.len(),
+                            modified,
+                        });
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn create_upload(&self, id: &str, state: &UploadState) -> StoreResult<()> {

@@ -45,6 +45,14 @@ pub trait UploadWriter: Send {
     fn finish(self: Box<Self>) -> io::Result<u64>;
 }
 
+/// A committed blob as listed by the store.
+#[derive(Clone, Debug)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub modified: i64,
+}
+
 /// What the store keeps about an upload session between requests.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UploadState {
@@ -69,6 +77,14 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a committed blob. Deleting a missing blob is not an error.
     async fn delete(&self, digest: &Digest) -> StoreResult<()>;
+
+    /// Committed blobs after `after` in digest order, at most `limit`, each
+    /// with its size and modification time (seconds since the epoch).
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredBlob>>;
 
     /// Creates a new upload session with no data.
     async fn create_upload(&self, id: &str, state: &UploadState) -> StoreResult<()>;

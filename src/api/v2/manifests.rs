@@ -48,12 +48,19 @@ pub async fn put(
     let limit = reg.limits().max_manifest_size;
     let announced: Option<u64> =
         header_str(h, &header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
-    if let Some(len) = announced.filter(|&l| l > limit) {
-        return Err(RegistryError::ManifestTooLarge(len).into());
+    if announced.is_some_and(|l| l > limit) {
+        return Err(RegistryError::ManifestTooLarge(limit).into());
     }
     let bytes = axum::body::to_bytes(body, limit as usize)
         .await
-        .map_err(|e| RegistryError::ManifestInvalid(format!("reading the manifest failed: {e}")))?;
+        .map_err(|e| {
+            let inner = e.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                RegistryError::ManifestTooLarge(limit)
+            } else {
+                RegistryError::ManifestInvalid(format!("reading the manifest failed: {inner}"))
+            }
+        })?;
     let pushed = reg
         .put_manifest(name, r, header_str(h, &header::CONTENT_TYPE), bytes)
         .await?;

@@ -160,7 +160,8 @@ impl MetaStore for SqlMeta {
         })
         .on_conflict(
             OnConflict::columns([repo_blobs::Column::Repo, repo_blobs::Column::Digest])
-                .do_nothing()
+                // A fresh link restarts the garbage collector's grace period.
+                .update_column(repo_blobs::Column::CreatedAt)
                 .to_owned(),
         )
         .exec_without_returning(&txn)
@@ -447,5 +448,76 @@ impl MetaStore for SqlMeta {
                 })
             })
             .collect()
+    }
+
+    async fn gc_candidates(
+        &self,
+        before: i64,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> MetaResult<Vec<(Digest, u64)>> {
+        let referenced = Query::select()
+            .expr(Expr::val(1))
+            .from(manifest_refs::Entity)
+            .and_where(
+                Expr::col((manifest_refs::Entity, manifest_refs::Column::Target))
+                    .equals((blobs::Entity, blobs::Column::Digest)),
+            )
+            .to_owned();
+        let recently_linked = Query::select()
+            .expr(Expr::val(1))
+            .from(repo_blobs::Entity)
+            .and_where(
+                Expr::col((repo_blobs::Entity, repo_blobs::Column::Digest))
+                    .equals((blobs::Entity, blobs::Column::Digest)),
+            )
+            .and_where(Expr::col((repo_blobs::Entity, repo_blobs::Column::CreatedAt)).gt(before))
+            .to_owned();
+        let mut q = Query::select()
+            .columns([
+                (blobs::Entity, blobs::Column::Digest),
+                (blobs::Entity, blobs::Column::Size),
+            ])
+            .from(blobs::Entity)
+            .and_where(Expr::col((blobs::Entity, blobs::Column::CreatedAt)).lte(before))
+            .and_where(Expr::exists(referenced).not())
+            .and_where(Expr::exists(recently_linked).not())
+            .order_by((blobs::Entity, blobs::Column::Digest), sea_orm::Order::Asc)
+            .limit(limit as u64)
+            .to_owned();
+        if let Some(after) = after {
+            q.and_where(Expr::col((blobs::Entity, blobs::Column::Digest)).gt(after.as_str()));
+        }
+        let rows = self.db.query_all_raw(self.backend().build(&q)).await?;
+        rows.into_iter()
+            .map(|row| {
+                let digest: String = row.try_get("", "digest")?;
+                let size: i64 = row.try_get("", "size")?;
+                Ok((parse_digest(&digest)?, size as u64))
+            })
+            .collect()
+    }
+
+    async fn forget_blob(&self, digest: &Digest) -> MetaResult<bool> {
+        let _w = self.write_guard().await;
+        let txn = self.db.begin().await?;
+        let referenced = manifest_refs::Entity::find()
+            .filter(manifest_refs::Column::Target.eq(digest.as_str()))
+            .one(&txn)
+            .await?
+            .is_some();
+        if referenced {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        repo_blobs::Entity::delete_many()
+            .filter(repo_blobs::Column::Digest.eq(digest.as_str()))
+            .exec(&txn)
+            .await?;
+        blobs::Entity::delete_by_id(digest.as_str())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
     }
 }
