@@ -401,7 +401,13 @@ fn docker_cli_push_pull() {
     let multi = MultiArch::build(&work.path().join("oci"), 50);
     let df = work.path().join("multi.digest");
     run(skopeo()
-        .args(["copy", "--all", "--dest-tls-verify=false", "--digestfile"])
+        .args([
+            "copy",
+            "--preserve-digests",
+            "--all",
+            "--dest-tls-verify=false",
+            "--digestfile",
+        ])
         .arg(&df)
         .arg(multi.image())
         .arg(format!("docker://{addr}/oci/multi:m")));
@@ -541,6 +547,7 @@ fn skopeo_copy_inspect_delete() {
     run(skopeo()
         .args([
             "copy",
+            "--preserve-digests",
             "--dest-tls-verify=false",
             "--format",
             "oci",
@@ -620,6 +627,7 @@ fn skopeo_copy_inspect_delete() {
             .args([
                 "--debug",
                 "copy",
+                "--preserve-digests",
                 "--src-tls-verify=false",
                 "--dest-tls-verify=false",
                 "--digestfile",
@@ -649,6 +657,7 @@ fn skopeo_copy_inspect_delete() {
             .args([
                 "--debug",
                 "copy",
+                "--preserve-digests",
                 "--src-tls-verify=false",
                 "--dest-tls-verify=false",
             ])
@@ -677,7 +686,7 @@ fn skopeo_copy_inspect_delete() {
     // Back to a fresh OCI layout: identical manifest and blobs.
     let back = work.path().join("back");
     run(skopeo()
-        .args(["copy", "--src-tls-verify=false"])
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
         .arg(format!("docker://{addr}/sk/oci-img:2"))
         .arg(format!("oci:{}:copied", back.display())));
     let back = Layout::open(&back);
@@ -695,7 +704,7 @@ fn skopeo_copy_inspect_delete() {
     // The v2s2 image back into a dir: (manifest kept as is).
     let dir = work.path().join("v2dir");
     run(skopeo()
-        .args(["copy", "--src-tls-verify=false"])
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
         .arg(format!("docker://{addr}/sk/v2s2-img:1"))
         .arg(format!("dir:{}", dir.display())));
     let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
@@ -761,7 +770,13 @@ fn skopeo_multi_arch_index() {
 
     let df = work.path().join("index.digest");
     run(skopeo()
-        .args(["copy", "--all", "--dest-tls-verify=false", "--digestfile"])
+        .args([
+            "copy",
+            "--preserve-digests",
+            "--all",
+            "--dest-tls-verify=false",
+            "--digestfile",
+        ])
         .arg(&df)
         .arg(format!("oci:{}:multi", layout.path.display()))
         .arg(format!("docker://{addr}/sk/multi:m")));
@@ -803,6 +818,7 @@ fn skopeo_multi_arch_index() {
             "--override-os",
             "linux",
             "copy",
+            "--preserve-digests",
             "--src-tls-verify=false",
             "--dest-tls-verify=false",
             "--digestfile",
@@ -816,7 +832,12 @@ fn skopeo_multi_arch_index() {
     // Back with --all: the same index and every blob.
     let back = work.path().join("back");
     run(skopeo()
-        .args(["copy", "--all", "--src-tls-verify=false"])
+        .args([
+            "copy",
+            "--preserve-digests",
+            "--all",
+            "--src-tls-verify=false",
+        ])
         .arg(format!("docker://{addr}/sk/multi:m"))
         .arg(format!("oci:{}:m", back.display())));
     let back = Layout::open(&back);
@@ -856,6 +877,7 @@ fn skopeo_concurrent_pushes() {
             let mut cmd = skopeo();
             cmd.args([
                 "copy",
+                "--preserve-digests",
                 "--dest-tls-verify=false",
                 "--format",
                 "oci",
@@ -925,7 +947,13 @@ fn podman_pull_push_roundtrip() {
         .to_string();
     let image_id = config.trim_start_matches("sha256:").to_string();
     run(skopeo()
-        .args(["copy", "--dest-tls-verify=false", "--format", "oci"])
+        .args([
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--format",
+            "oci",
+        ])
         .arg(format!("oci:{}:img", layout.path.display()))
         .arg(format!("docker://{addr}/pod/src:1")));
 
@@ -988,7 +1016,7 @@ fn podman_pull_push_roundtrip() {
         .unwrap()
         .to_string();
     run(skopeo()
-        .args(["copy", "--dest-tls-verify=false"])
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:img", zstd_layout.path.display()))
         .arg(format!("docker://{addr}/pod/zstd:1")));
     let m = get_manifest(&reg, "pod/zstd", "1");

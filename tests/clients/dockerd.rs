@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{command, require_tool, run_capture, INSTALL_HINT};
+use crate::support::{INSTALL_HINT, command, require_tool, run_capture};
 
 /// Prefix of the daemons' directories under /tmp.
 const DIR_PREFIX: &str = "dockyard-dk-";
@@ -30,6 +30,10 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Dockerd {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("the docker test runs a private dockerd and needs root");
+        }
         let dockerd = require_tool("dockerd");
         let docker = require_tool("docker");
         // Required at run time by dockerd itself.

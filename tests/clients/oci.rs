@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::support::{require_tool, run, sha256_digest, OCI_INDEX, OCI_MANIFEST};
+use crate::support::{OCI_INDEX, OCI_MANIFEST, require_tool, run, sha256_digest};
 
 /// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/`).
 pub struct Layout {
@@ -55,6 +55,15 @@ impl Layout {
         for (i, f) in files.iter().enumerate() {
             let src = scratch.join(format!("{tag}-layer-{i}"));
             std::fs::write(&src, f.data).unwrap();
+            // A fixed time stamp, so that the same file makes the same layer
+            // blob in every image.
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+            std::fs::File::options()
+                .write(true)
+                .open(&src)
+                .unwrap()
+                .set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+                .unwrap();
             run(std::process::Command::new(&umoci)
                 .args(["insert", "--image", &self.image(tag)])
                 .arg(&src)

@@ -279,7 +279,9 @@ pub fn run_capture(cmd: &mut Command, limit: Duration) -> Output {
             let _ = child.wait();
             let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
             let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-            panic!("`{shown}` did not finish within {limit:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+            panic!(
+                "`{shown}` did not finish within {limit:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
