@@ -113,7 +113,7 @@ impl Default for DbConfig {
         DbConfig {
             driver: DbDriver::Sqlite,
             uri: String::new(),
-            max_connections: 8,
+            max_connections: 4,
         }
     }
 }

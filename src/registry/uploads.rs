@@ -23,7 +23,7 @@ use crate::storage::{ByteStream, StoreError, UploadState};
 /// written in one step.
 pub const SMALL_BLOB: u64 = 1024 * 1024;
 /// Chunks in flight between the network and the writer.
-const PIPELINE_DEPTH: usize = 16;
+const PIPELINE_DEPTH: usize = 4;
 
 /// An upload session id: a UUID, parsed at the edge.
 #[derive(Clone, Debug, PartialEq, Eq)]

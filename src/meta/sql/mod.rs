@@ -71,6 +71,9 @@ impl SqlMeta {
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
+                    // 1 MiB of page cache per connection keeps memory small;
+                    // the hot reads are served by the metadata cache anyway.
+                    .pragma("cache_size", "-1024")
                     .foreign_keys(false)
             });
         let db = Database::connect(opts).await?;
