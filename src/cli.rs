@@ -50,7 +50,7 @@ pub struct ConfigArg {
 impl ConfigArg {
     /// A config file named explicitly must exist; the default may be absent.
     pub fn required(&self) -> bool {
-        self.config != PathBuf::from("conf/runtime.toml")
+        self.config.as_path() != std::path::Path::new("conf/runtime.toml")
     }
 }
 

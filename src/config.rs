@@ -36,7 +36,7 @@ pub enum ListenMode {
     Http,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `dockyard=debug,info`; empty
@@ -95,15 +95,6 @@ impl Default for Config {
             log: LogConfig::default(),
             db: DbConfig::default(),
             dockyard: DockyardConfig::default(),
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: String::new(),
-            filepath: String::new(),
         }
     }
 }

@@ -62,10 +62,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        if let RegistryError::RangeNotSatisfiable(size) = self.0 {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                h.insert(header::CONTENT_RANGE, v);
-            }
+        if let RegistryError::RangeNotSatisfiable(size) = self.0
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
+        {
+            h.insert(header::CONTENT_RANGE, v);
         }
         resp
     }

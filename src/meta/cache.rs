@@ -170,12 +170,11 @@ impl<M: MetaStore> MetaStore for CachedMeta<M> {
     ) -> MetaResult<Option<(Digest, String, Bytes)>> {
         let seen = {
             let s = self.lock();
-            if let Some(e) = s.repos.get(repo) {
-                if let Some(d) = e.tags.get(tag) {
-                    if let Some((mt, body)) = e.manifests.get(d) {
-                        return Ok(Some((d.clone(), mt.clone(), body.clone())));
-                    }
-                }
+            if let Some(e) = s.repos.get(repo)
+                && let Some(d) = e.tags.get(tag)
+                && let Some((mt, body)) = e.manifests.get(d)
+            {
+                return Ok(Some((d.clone(), mt.clone(), body.clone())));
             }
             s.generation
         };

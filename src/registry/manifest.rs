@@ -132,12 +132,12 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
     let declared = content_type
         .map(|ct| ct.split(';').next().unwrap_or(ct).trim())
         .filter(|ct| !ct.is_empty());
-    if let Some(ct) = declared {
-        if DOCKER_SCHEMA1.contains(&ct) {
-            return Err(RegistryError::ManifestInvalid(
-                "Docker image manifest schema 1 is not supported; push schema 2 or OCI".into(),
-            ));
-        }
+    if let Some(ct) = declared
+        && DOCKER_SCHEMA1.contains(&ct)
+    {
+        return Err(RegistryError::ManifestInvalid(
+            "Docker image manifest schema 1 is not supported; push schema 2 or OCI".into(),
+        ));
     }
     let generic =
         declared.is_none_or(|ct| ct == "application/json" || ct == "application/octet-stream");

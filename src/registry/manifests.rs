@@ -105,19 +105,17 @@ impl Registry {
         }
         // A client that cannot read manifest lists gets the linux/amd64
         // image of a Docker list, as Docker's own registry does.
-        if m.media_type == manifest::DOCKER_LIST && accept.allows(manifest::DOCKER_MANIFEST) {
-            if let Some(child) = default_platform_child(&m.body) {
-                if let Some((media_type, body)) = self.meta.manifest_by_digest(repo, &child).await?
-                {
-                    if accept.allows(&media_type) {
-                        return Ok(Manifest {
-                            digest: child,
-                            media_type,
-                            body,
-                        });
-                    }
-                }
-            }
+        if m.media_type == manifest::DOCKER_LIST
+            && accept.allows(manifest::DOCKER_MANIFEST)
+            && let Some(child) = default_platform_child(&m.body)
+            && let Some((media_type, body)) = self.meta.manifest_by_digest(repo, &child).await?
+            && accept.allows(&media_type)
+        {
+            return Ok(Manifest {
+                digest: child,
+                media_type,
+                body,
+            });
         }
         Err(RegistryError::ManifestNotAcceptable(m.media_type))
     }

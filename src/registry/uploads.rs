@@ -195,13 +195,13 @@ impl Registry {
             RegistryError::Internal(format!("upload {id}: unreadable hash state"))
         })?;
         let (hasher, new_len) = self.ingest(id, state.offset, hasher, body.stream).await?;
-        if let Some(expected) = expected {
-            if new_len - state.offset != expected {
-                return Err(RegistryError::BlobUploadInvalid(format!(
-                    "chunk has {} bytes but its range announced {expected}",
-                    new_len - state.offset
-                )));
-            }
+        if let Some(expected) = expected
+            && new_len - state.offset != expected
+        {
+            return Err(RegistryError::BlobUploadInvalid(format!(
+                "chunk has {} bytes but its range announced {expected}",
+                new_len - state.offset
+            )));
         }
         state.offset = new_len;
         state.hash_state = hasher.save();
@@ -407,12 +407,12 @@ fn check_range(
         )));
     }
     let announced = r.end - r.start + 1;
-    if let Some(len) = len {
-        if len != announced {
-            return Err(RegistryError::SizeInvalid(format!(
-                "Content-Range announces {announced} bytes but Content-Length is {len}"
-            )));
-        }
+    if let Some(len) = len
+        && len != announced
+    {
+        return Err(RegistryError::SizeInvalid(format!(
+            "Content-Range announces {announced} bytes but Content-Length is {len}"
+        )));
     }
     Ok(Some(announced))
 }

@@ -52,14 +52,11 @@ impl SqlMeta {
         if let Some(path) = uri
             .strip_prefix("sqlite://")
             .map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
         {
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        MetaError::Backend(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                }
-            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| MetaError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut opts = ConnectOptions::new(uri.to_string());
         opts.max_connections(max_connections)
