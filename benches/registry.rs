@@ -51,6 +51,7 @@ struct Config {
     big: u64,
     huge: u64,
     parallel: usize,
+    rounds: usize,
     subject_is_reference: bool,
     tmp_root: PathBuf,
 }
@@ -78,6 +79,7 @@ impl Config {
             big: if quick { 64 * MIB } else { 512 * MIB },
             huge: if quick { 256 * MIB } else { 2048 * MIB },
             parallel: 4,
+            rounds: if quick { 1 } else { 3 },
             subject_is_reference,
             tmp_root,
         }
@@ -171,13 +173,14 @@ fn print_environment(cfg: &Config) {
         );
     }
     println!(
-        "mode: {}{}; {} small pushes, wrk {} s, big blob {} MiB, huge blob {} MiB, {} parallel pulls",
+        "mode: {}{}; {} round(s), alternating servers; {} small pushes, wrk {} s, big blob {} MiB, huge blob {} MiB, {} parallel pulls",
         if cfg.quick { "QUICK" } else { "full" },
         if cfg.subject_is_reference {
             ", subject = a second reference instance (harness check)"
         } else {
             ""
         },
+        cfg.rounds,
         cfg.small_pushes,
         cfg.wrk_secs,
         cfg.big / MIB,
@@ -246,6 +249,20 @@ fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| anyhow!("no {key} in /proc/{pid}/status"))
+}
+
+/// User + system CPU seconds the process has used so far.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / hz.max(1) as f64)
+}
+
+fn cpu_delta(pid: Option<u32>, before: Option<f64>) -> Option<f64> {
+    Some(cpu_secs(pid?)? - before?)
 }
 
 fn spawn_child(cmd: &mut Command, log: &Path, stdout: Stdio) -> Result<Child> {
@@ -353,8 +370,11 @@ fn try_start_reference(cfg: &Config, label: &'static str) -> Result<Server> {
              filesystem:\n    rootdirectory: {}\n  \
              delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
-            dir.path().join("data").display()
+             http:\n  addr: 127.0.0.1:{port}\n  secret: {secret:016x}\n  \
+             headers:\n    X-Content-Type-Options: [nosniff]\n",
+            dir.path().join("data").display(),
+            // Only signs upload state between POST and PUT; set to silence a warning.
+            secret = SplitMix(seed()).next(),
         ),
     )?;
     let log = dir.path().join("server.log");
@@ -622,23 +642,37 @@ fn mb_per_s(bytes: u64, d: Duration) -> f64 {
 // Measurements
 // ---------------------------------------------------------------------------
 
+struct SmallPushes {
+    rate: f64,
+    per_push: Duration,
+    /// Server CPU time per push, if the server's pid is known.
+    cpu_per_push: Option<Duration>,
+}
+
 fn measure_small_pushes(
     base: &Url,
+    pid: Option<u32>,
     warm: &[SmallBlob],
     blobs: &[SmallBlob],
-) -> Result<(f64, Duration)> {
+) -> Result<SmallPushes> {
     current_thread_rt().block_on(async {
         // One client, requests strictly in sequence: one keep-alive connection.
         let c = client(SMALL_TIMEOUT)?;
         for b in warm {
             push_blob(&c, base, REPO, b).await.context("warm-up push")?;
         }
+        let cpu = pid.and_then(cpu_secs);
         let t = Instant::now();
         for b in blobs {
             push_blob(&c, base, REPO, b).await?;
         }
         let d = t.elapsed();
-        Ok((blobs.len() as f64 / d.as_secs_f64(), d / blobs.len() as u32))
+        let n = blobs.len() as u32;
+        Ok(SmallPushes {
+            rate: blobs.len() as f64 / d.as_secs_f64(),
+            per_push: d / n,
+            cpu_per_push: cpu_delta(pid, cpu).map(|c| Duration::from_secs_f64(c) / n),
+        })
     })
 }
 
@@ -688,10 +722,11 @@ fn check_small_get(url: &str, expect: &SmallBlob) -> Result<()> {
 
 struct WrkResult {
     rps: f64,
-    summary: String,
+    /// Latency average and p99, socket errors if any.
+    detail: String,
 }
 
-fn run_wrk(url: &str, secs: u64, headers: &[&str]) -> Result<WrkResult> {
+fn run_wrk(url: &str, secs: u64, headers: &[&str], pid: Option<u32>) -> Result<WrkResult> {
     let mut cmd = Command::new(WRK_BIN);
     cmd.args([
         "-t2",
@@ -704,6 +739,7 @@ fn run_wrk(url: &str, secs: u64, headers: &[&str]) -> Result<WrkResult> {
     for h in headers {
         cmd.args(["-H", h]);
     }
+    let cpu = pid.and_then(cpu_secs);
     let out = cmd
         .arg(url)
         .stdin(Stdio::null())
@@ -726,22 +762,19 @@ fn run_wrk(url: &str, secs: u64, headers: &[&str]) -> Result<WrkResult> {
         bail!("wrk: {n} non-2xx/3xx responses ({rps:.0} req/s)");
     }
     let latency = field("Latency").unwrap_or_default();
-    let lat: Vec<&str> = latency.split_whitespace().collect();
+    let avg = latency.split_whitespace().next().unwrap_or("?").to_string();
     let p99 = field("99%").unwrap_or_default();
-    let mut summary = format!(
-        "{rps:.0} req/s, latency avg {} p99 {p99}",
-        lat.first().unwrap_or(&"?")
-    );
-    if let Some(e) = field("Socket errors:") {
-        let _ = write!(summary, ", socket errors: {e}");
+    let mut detail = format!("avg {avg}, p99 {p99}");
+    let requests: Option<f64> = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok());
+    if let (Some(c), Some(n)) = (cpu_delta(pid, cpu), requests) {
+        let _ = write!(detail, ", server CPU {:.1} µs/req", c * 1e6 / n);
     }
-    Ok(WrkResult { rps, summary })
-}
-
-fn wrk_measure(url: &str, secs: u64, headers: &[&str]) -> Result<WrkResult> {
-    // Short warm-up so both servers start from warm caches and connections.
-    run_wrk(url, 1, headers)?;
-    run_wrk(url, secs, headers)
+    if let Some(e) = field("Socket errors:") {
+        let _ = write!(detail, "; socket errors: {e}");
+    }
+    Ok(WrkResult { rps, detail })
 }
 
 /// Samples `VmRSS` every 20 ms until stopped.
@@ -806,8 +839,16 @@ impl RssTrace {
     }
 }
 
-fn measure_big_push(server: &Server, blob: &BigBlob) -> Result<(f64, RssTrace)> {
+struct BigPush {
+    rate: f64,
+    rss: RssTrace,
+    /// Server CPU seconds used by the push.
+    cpu: Option<f64>,
+}
+
+fn measure_big_push(server: &Server, blob: &BigBlob) -> Result<BigPush> {
     let before = server.status_kib("VmRSS")?;
+    let cpu = cpu_secs(server.pid());
     let sampler = RssSampler::start(server.pid());
     let r = current_thread_rt().block_on(async {
         let c = client(BIG_TIMEOUT)?;
@@ -817,6 +858,7 @@ fn measure_big_push(server: &Server, blob: &BigBlob) -> Result<(f64, RssTrace)> 
     });
     let samples = sampler.finish();
     let d = r?;
+    let cpu = cpu_delta(Some(server.pid()), cpu);
     let after = server.status_kib("VmRSS")?;
     // Check the pushed blob is there with the right size.
     current_thread_rt().block_on(async {
@@ -841,14 +883,15 @@ fn measure_big_push(server: &Server, blob: &BigBlob) -> Result<(f64, RssTrace)> 
         );
         Ok(())
     })?;
-    Ok((
-        mb_per_s(blob.size, d),
-        RssTrace {
+    Ok(BigPush {
+        rate: mb_per_s(blob.size, d),
+        rss: RssTrace {
             before,
             samples,
             after,
         },
-    ))
+        cpu,
+    })
 }
 
 fn measure_pull(url: &str, size: u64) -> Result<f64> {
@@ -1000,7 +1043,7 @@ fn client_ceilings(
         Ok(s) => s,
         Err(e) => return format!("sink failed: {e:#}"),
     };
-    let small = measure_small_pushes(&sink.base, warm, blobs);
+    let small = measure_small_pushes(&sink.base, None, warm, blobs);
     let conns = sink.accepts.load(Ordering::Relaxed);
     let push = current_thread_rt().block_on(async {
         let c = client(BIG_TIMEOUT)?;
@@ -1021,7 +1064,7 @@ fn client_ceilings(
          {}x parallel pull {} MB/s, curl pull {} MB/s",
         small
             .as_ref()
-            .map_or_else(|e| format!("ERR {e:#}"), |(r, _)| format!("{r:.0}")),
+            .map_or_else(|e| format!("ERR {e:#}"), |p| format!("{:.0}", p.rate)),
         f(&push),
         f(&pull1),
         cfg.parallel,
@@ -1034,27 +1077,64 @@ fn client_ceilings(
 // The run
 // ---------------------------------------------------------------------------
 
+/// One metric's per-round values on one side.
+#[derive(Default)]
+struct Series {
+    vals: Vec<f64>,
+    err: Option<String>,
+}
+
+impl Series {
+    fn record(&mut self, r: &Result<f64>) {
+        match r {
+            Ok(v) => self.vals.push(*v),
+            Err(e) => {
+                self.err.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+
+    /// The median of the rounds; an error if any round failed.
+    fn median(&self) -> Option<Result<f64>> {
+        if let Some(e) = &self.err {
+            return Some(Err(anyhow!("{e}")));
+        }
+        let mut v = self.vals.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(Ok(if !n.is_multiple_of(2) {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }))
+    }
+}
+
 #[derive(Default)]
 struct Results {
-    small_push: Option<Result<f64>>,
-    small_push_latency: Option<Duration>,
-    manifest_get: Option<Result<f64>>,
-    blob_get: Option<Result<f64>>,
-    big_push: Option<Result<f64>>,
-    big_push_rss: Option<RssTrace>,
-    big_pull: Option<Result<f64>>,
-    big_pull_curl: Option<Result<f64>>,
-    parallel_pull: Option<Result<f64>>,
-    peak_rss: Option<Result<f64>>,
-    huge_push: Option<Result<f64>>,
+    small_push: Series,
+    small_push_us: Series,
+    manifest_get: Series,
+    blob_get: Series,
+    big_push: Series,
+    big_push_rss: Vec<RssTrace>,
+    big_pull: Series,
+    big_pull_curl: Series,
+    parallel_pull: Series,
+    peak_rss: Series,
+    huge_push: Series,
     huge_push_rss: Option<RssTrace>,
-    huge_peak_rss: Option<Result<f64>>,
+    huge_peak_rss: Series,
     notes: Vec<String>,
 }
 
 struct SideData {
-    warm: Vec<SmallBlob>,
-    blobs: Vec<SmallBlob>,
+    /// Per round: warm-up pushes, then the measured pushes.
+    warm: Vec<Vec<SmallBlob>>,
+    small: Vec<Vec<SmallBlob>>,
     manifest_blobs: Vec<SmallBlob>,
     manifest_url: Option<String>,
     blob_url: Option<String>,
@@ -1087,6 +1167,26 @@ impl Side {
     }
 }
 
+/// Which side goes first alternates between rounds.
+fn order(round: usize) -> [usize; 2] {
+    if round.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
+}
+
+fn show_cpu(cpu: Option<f64>) -> String {
+    cpu.map_or("?".into(), |c| format!("{c:.2} s"))
+}
+
+fn show(r: &Result<f64>, prec: usize) -> String {
+    match r {
+        Ok(v) => format!("{v:.prec$}"),
+        Err(_) => "ERR".into(),
+    }
+}
+
 fn main() {
     let cfg = Config::from_env();
     print_environment(&cfg);
@@ -1097,19 +1197,24 @@ fn main() {
     rng.fill(&mut pool);
     let pool = Bytes::from(pool);
     let t = Instant::now();
-    let big = BigBlob::new(pool.clone(), cfg.big, rng.next());
+    // A distinct big blob per round (a server may skip work for a blob it has).
+    let bigs: Vec<BigBlob> = (0..cfg.rounds)
+        .map(|_| BigBlob::new(pool.clone(), cfg.big, rng.next()))
+        .collect();
     let huge = BigBlob::new(pool.clone(), cfg.huge, rng.next());
     println!(
-        "generated blob digests in {:.1} s (content is regenerated on the fly for each push)",
+        "computed the big blobs' digests in {:.1} s (their content is regenerated on the fly for each push)",
         t.elapsed().as_secs_f64()
     );
 
-    println!("\n== client ceiling (same client code against an in-process sink that does no work)");
+    println!(
+        "\n== client ceiling (the same client code against an in-process sink that does no work)"
+    );
     let warm_sink = small_blobs(&mut rng, cfg.warmup_pushes, SMALL_BLOB);
     let sink_blobs = small_blobs(&mut rng, cfg.small_pushes, SMALL_BLOB);
     println!(
         "{}",
-        client_ceilings(&cfg, &pool, &warm_sink, &sink_blobs, &big)
+        client_ceilings(&cfg, &pool, &warm_sink, &sink_blobs, &bigs[0])
     );
 
     println!("\n== starting servers");
@@ -1132,162 +1237,233 @@ fn main() {
     for s in &sides {
         match &s.server {
             Ok(srv) => println!(
-                "{}: {} pid {} at {}",
+                "{:<10} {} pid {} at {}, VmRSS after start {:.1} MiB",
                 s.label,
                 srv.label,
                 srv.pid(),
-                srv.base
+                srv.base,
+                srv.status_kib("VmRSS").unwrap_or(0) as f64 / 1024.0
             ),
-            Err(e) => println!("{}: FAILED TO START: {e:#}", s.label),
+            Err(e) => println!("{:<10} FAILED TO START: {e:#}", s.label),
         }
     }
 
-    // Each side gets its own distinct content; the workloads are identical.
-    // Phases alternate between the servers so that machine noise hits both alike.
+    // Each side gets its own distinct small blobs; the workloads are identical.
     let mut data: Vec<SideData> = (0..2)
-        .map(|_| {
-            let warm = small_blobs(&mut rng, cfg.warmup_pushes, SMALL_BLOB);
-            let blobs = small_blobs(&mut rng, cfg.small_pushes, SMALL_BLOB);
-            let manifest_blobs = small_blobs(&mut rng, 2, SMALL_BLOB);
-            SideData {
-                warm,
-                blobs,
-                manifest_blobs,
-                manifest_url: None,
-                blob_url: None,
-                big_url: None,
-            }
+        .map(|_| SideData {
+            warm: (0..cfg.rounds)
+                .map(|_| small_blobs(&mut rng, cfg.warmup_pushes, SMALL_BLOB))
+                .collect(),
+            small: (0..cfg.rounds)
+                .map(|_| small_blobs(&mut rng, cfg.small_pushes, SMALL_BLOB))
+                .collect(),
+            manifest_blobs: small_blobs(&mut rng, 2, SMALL_BLOB),
+            manifest_url: None,
+            blob_url: None,
+            big_url: None,
         })
         .collect();
+    let rounds = cfg.rounds;
 
     println!(
-        "\n== {} small 4 KiB pushes (POST + PUT, one keep-alive connection)",
-        cfg.small_pushes
+        "\n== {} small 4 KiB pushes (POST + PUT, one keep-alive connection, after {} warm-up pushes), pushes/s",
+        cfg.small_pushes, cfg.warmup_pushes
     );
-    for (side, data) in sides.iter_mut().zip(&mut data) {
-        let r = side.run("small pushes", |s| {
-            measure_small_pushes(&s.base, &data.warm, &data.blobs)
-        });
-        if let Ok((rate, lat)) = &r {
-            println!(
-                "{:<10} {rate:.0} pushes/s, {:.0} µs per push",
-                side.label,
-                lat.as_secs_f64() * 1e6
-            );
-            side.res.small_push_latency = Some(*lat);
-        }
-        side.res.small_push = Some(r.map(|(rate, _)| rate));
-        data.manifest_url = side
-            .run("manifest push", |s| {
-                push_manifest(s, &data.manifest_blobs[0], &data.manifest_blobs[1])
-            })
-            .ok();
-        data.blob_url = side
-            .run("small blob GET check", |s| {
-                let url = s.url(&format!("/v2/{REPO}/blobs/{}", data.blobs[0].digest));
-                check_small_get(&url, &data.blobs[0]).map(|_| url)
-            })
-            .ok();
-    }
-
-    println!(
-        "\n== manifest GET by tag, {OCI_MANIFEST} (wrk -t2 -c64 -d{}s)",
-        cfg.wrk_secs
-    );
-    let accept = format!("Accept: {OCI_MANIFEST}");
-    for (side, data) in sides.iter_mut().zip(&data) {
-        side.res.manifest_get = Some(match &data.manifest_url {
-            Some(url) => side
-                .run("manifest GET", |_| {
-                    wrk_measure(url, cfg.wrk_secs, &[&accept])
-                })
-                .map(|w| {
-                    println!("{:<10} {}", side.label, w.summary);
-                    w.rps
-                }),
-            None => Err(anyhow!("no manifest")),
-        });
-    }
-
-    println!("\n== 4 KiB blob GET (wrk -t2 -c64 -d{}s)", cfg.wrk_secs);
-    for (side, data) in sides.iter_mut().zip(&data) {
-        side.res.blob_get = Some(match &data.blob_url {
-            Some(url) => side
-                .run("small blob GET", |_| wrk_measure(url, cfg.wrk_secs, &[]))
-                .map(|w| {
-                    println!("{:<10} {}", side.label, w.summary);
-                    w.rps
-                }),
-            None => Err(anyhow!("no small blob")),
-        });
-    }
-
-    println!("\n== {} MiB push (POST + one streamed PUT)", cfg.big / MIB);
-    for (side, data) in sides.iter_mut().zip(&mut data) {
-        let pushed = side.run("big push", |s| {
-            measure_big_push(s, &big)
-                .map(|r| (r, s.url(&format!("/v2/{REPO}/blobs/{}", big.digest))))
-        });
-        side.res.big_push = Some(match pushed {
-            Ok(((rate, trace), url)) => {
-                println!("{:<10} {rate:.0} MB/s; {}", side.label, trace.describe());
-                side.res.big_push_rss = Some(trace);
-                data.big_url = Some(url);
-                Ok(rate)
+    for round in 0..rounds {
+        let mut line = format!("round {}/{rounds}:", round + 1);
+        for i in order(round) {
+            let (side, d) = (&mut sides[i], &data[i]);
+            let r = side.run("small pushes", |s| {
+                measure_small_pushes(&s.base, Some(s.pid()), &d.warm[round], &d.small[round])
+            });
+            let rate = r.as_ref().map(|p| p.rate).map_err(|e| anyhow!("{e:#}"));
+            side.res.small_push.record(&rate);
+            let mut us = String::new();
+            if let Ok(p) = &r {
+                side.res
+                    .small_push_us
+                    .record(&Ok(p.per_push.as_secs_f64() * 1e6));
+                let _ = write!(us, " ({:.0} µs/push", p.per_push.as_secs_f64() * 1e6);
+                if let Some(c) = p.cpu_per_push {
+                    let _ = write!(us, ", server CPU {:.0} µs/push", c.as_secs_f64() * 1e6);
+                }
+                us.push(')');
             }
-            Err(e) => Err(e),
-        });
+            let _ = write!(line, "  {} {}{us}", side.label, show(&rate, 0));
+        }
+        println!("{line}");
+    }
+    for (side, d) in sides.iter_mut().zip(&mut data) {
+        d.manifest_url = side
+            .run("manifest push", |s| {
+                push_manifest(s, &d.manifest_blobs[0], &d.manifest_blobs[1])
+            })
+            .ok();
+        d.blob_url = side
+            .run("small blob GET check", |s| {
+                let b = &d.small[0][0];
+                let url = s.url(&format!("/v2/{REPO}/blobs/{}", b.digest));
+                check_small_get(&url, b).map(|_| url)
+            })
+            .ok();
+    }
+
+    let accept = format!("Accept: {OCI_MANIFEST}");
+    for (what, get_url, headers) in [
+        (
+            "manifest GET by tag (OCI manifest)",
+            0,
+            vec![accept.as_str()],
+        ),
+        ("4 KiB blob GET", 1, vec![]),
+    ] {
+        println!("\n== {what}, wrk -t2 -c64 -d{}s, req/s", cfg.wrk_secs);
+        for round in 0..rounds {
+            let mut line = format!("round {}/{rounds}:", round + 1);
+            for i in order(round) {
+                let (side, d) = (&mut sides[i], &data[i]);
+                let url = if get_url == 0 {
+                    &d.manifest_url
+                } else {
+                    &d.blob_url
+                };
+                let r = match url {
+                    Some(url) => side.run(what, |s| {
+                        if round == 0 {
+                            // Warm-up, so both servers start from warm caches.
+                            run_wrk(url, 1, &headers, None)?;
+                        }
+                        run_wrk(url, cfg.wrk_secs, &headers, Some(s.pid()))
+                    }),
+                    None => Err(anyhow!("no URL: setup failed")),
+                };
+                let rps = r.as_ref().map(|w| w.rps).map_err(|e| anyhow!("{e:#}"));
+                let res = &mut side.res;
+                if get_url == 0 {
+                    &mut res.manifest_get
+                } else {
+                    &mut res.blob_get
+                }
+                .record(&rps);
+                let detail = r
+                    .as_ref()
+                    .map_or(String::new(), |w| format!(" ({})", w.detail));
+                let _ = write!(line, "  {} {}{detail}", side.label, show(&rps, 0));
+            }
+            println!("{line}");
+        }
     }
 
     println!(
-        "\n== {} MiB pull (GET, discard, check length)",
+        "\n== {} MiB push (POST + one streamed PUT), MB/s, with the server's VmRSS sampled every 20 ms",
         cfg.big / MIB
     );
-    for (side, data) in sides.iter_mut().zip(&data) {
-        let Some(url) = &data.big_url else { continue };
-        side.res.big_pull = Some(side.run("big pull", |_| measure_pull(url, cfg.big)));
-        side.res.big_pull_curl = Some(side.run("big pull (curl)", |_| curl_pull(url, cfg.big)));
-        side.res.parallel_pull = Some(side.run("parallel pull", |_| {
-            measure_parallel_pull(url, cfg.big, cfg.parallel)
-        }));
-        println!(
-            "{:<10} {} MB/s (curl: {} MB/s); {}x parallel: {} MB/s aggregate",
-            side.label,
-            fmt_opt(&side.res.big_pull, 0),
-            fmt_opt(&side.res.big_pull_curl, 0),
-            cfg.parallel,
-            fmt_opt(&side.res.parallel_pull, 0)
-        );
+    for (round, blob) in bigs.iter().enumerate() {
+        for i in order(round) {
+            let side = &mut sides[i];
+            let pushed = side.run("big push", |s| measure_big_push(s, blob));
+            match pushed {
+                Ok(p) => {
+                    println!(
+                        "round {}/{rounds}: {:<10} {:.0} MB/s, server CPU {}; {}",
+                        round + 1,
+                        side.label,
+                        p.rate,
+                        show_cpu(p.cpu),
+                        p.rss.describe()
+                    );
+                    side.res.big_push.record(&Ok(p.rate));
+                    side.res.big_push_rss.push(p.rss);
+                    if let Ok(s) = &side.server {
+                        data[i].big_url.get_or_insert_with(|| {
+                            s.url(&format!("/v2/{REPO}/blobs/{}", blob.digest))
+                        });
+                    }
+                }
+                Err(e) => {
+                    println!("round {}/{rounds}: {:<10} ERR", round + 1, side.label);
+                    side.res.big_push.record(&Err(e));
+                }
+            }
+        }
     }
 
-    println!("\n== peak RSS so far (VmHWM)");
+    println!(
+        "\n== {} MiB pull (GET, body discarded, length checked), MB/s: one pull; curl; {} parallel pulls (aggregate)",
+        cfg.big / MIB,
+        cfg.parallel
+    );
+    for round in 0..rounds {
+        let mut line = format!("round {}/{rounds}:", round + 1);
+        for i in order(round) {
+            let (side, d) = (&mut sides[i], &data[i]);
+            let Some(url) = &d.big_url else {
+                let e = Err(anyhow!("no big blob pushed"));
+                side.res.big_pull.record(&e);
+                side.res.big_pull_curl.record(&e);
+                side.res.parallel_pull.record(&e);
+                continue;
+            };
+            let mut one_cpu = None;
+            let one = side.run("big pull", |s| {
+                let cpu = cpu_secs(s.pid());
+                let r = measure_pull(url, cfg.big);
+                one_cpu = cpu_delta(Some(s.pid()), cpu);
+                r
+            });
+            let curl = side.run("big pull (curl)", |_| curl_pull(url, cfg.big));
+            let par = side.run("parallel pull", |_| {
+                measure_parallel_pull(url, cfg.big, cfg.parallel)
+            });
+            side.res.big_pull.record(&one);
+            side.res.big_pull_curl.record(&curl);
+            side.res.parallel_pull.record(&par);
+            let _ = write!(
+                line,
+                "  {} {} (server CPU {}), curl {}, {}x {}",
+                side.label,
+                show(&one, 0),
+                show_cpu(one_cpu),
+                show(&curl, 0),
+                cfg.parallel,
+                show(&par, 0)
+            );
+        }
+        println!("{line}");
+    }
+
+    println!("\n== peak RSS so far (VmHWM), MiB");
     for side in sides.iter_mut() {
-        side.res.peak_rss =
-            Some(side.run("peak RSS", |s| Ok(s.status_kib("VmHWM")? as f64 / 1024.0)));
-        println!("{:<10} {} MiB", side.label, fmt_opt(&side.res.peak_rss, 1));
+        let r = side.run("peak RSS", |s| Ok(s.status_kib("VmHWM")? as f64 / 1024.0));
+        side.res.peak_rss.record(&r);
+        println!("{:<10} {}", side.label, show(&r, 1));
     }
 
     println!("\n== {} MiB push, then VmHWM", cfg.huge / MIB);
     for side in sides.iter_mut() {
         let pushed = side.run("huge push", |s| measure_big_push(s, &huge));
-        side.res.huge_push = Some(match pushed {
-            Ok((rate, trace)) => {
-                println!("{:<10} {rate:.0} MB/s; {}", side.label, trace.describe());
-                side.res.huge_push_rss = Some(trace);
-                Ok(rate)
+        match pushed {
+            Ok(p) => {
+                println!(
+                    "{:<10} {:.0} MB/s, server CPU {}; {}",
+                    side.label,
+                    p.rate,
+                    show_cpu(p.cpu),
+                    p.rss.describe()
+                );
+                side.res.huge_push.record(&Ok(p.rate));
+                side.res.huge_push_rss = Some(p.rss);
             }
-            Err(e) => Err(e),
-        });
-        side.res.huge_peak_rss = Some(side.run("peak RSS after huge push", |s| {
+            Err(e) => side.res.huge_push.record(&Err(e)),
+        }
+        let r = side.run("peak RSS after huge push", |s| {
             Ok(s.status_kib("VmHWM")? as f64 / 1024.0)
-        }));
-        println!(
-            "{:<10} VmHWM {} MiB",
-            side.label,
-            fmt_opt(&side.res.huge_peak_rss, 1)
-        );
+        });
+        side.res.huge_peak_rss.record(&r);
+        println!("{:<10} VmHWM {} MiB", side.label, show(&r, 1));
     }
 
+    println!();
     for side in sides.iter_mut() {
         for n in &side.res.notes {
             println!("ERROR {}: {n}", side.label);
@@ -1302,10 +1478,10 @@ fn main() {
         side.server = Err(anyhow!("stopped"));
     }
 
-    let failures = print_table(&cfg, &sides);
+    let tally = print_table(&cfg, &sides);
     println!("\ntotal bench time {:.0} s", t_all.elapsed().as_secs_f64());
-    if failures.errors > 0 {
-        eprintln!("{} measurement(s) failed", failures.errors);
+    if tally.errors > 0 {
+        eprintln!("{} measurement(s) failed", tally.errors);
         std::process::exit(1);
     }
 }
@@ -1334,13 +1510,7 @@ fn print_table(cfg: &Config, sides: &[Side; 2]) -> Tally {
     let (d, r) = (&sides[0].res, &sides[1].res);
     let big = cfg.big / MIB;
     let huge = cfg.huge / MIB;
-    let rows: Vec<(
-        String,
-        &Option<Result<f64>>,
-        &Option<Result<f64>>,
-        Target,
-        usize,
-    )> = vec![
+    let rows: Vec<(String, &Series, &Series, Target, usize)> = vec![
         (
             "small 4 KiB push (pushes/s)".into(),
             &d.small_push,
@@ -1414,7 +1584,10 @@ fn print_table(cfg: &Config, sides: &[Side; 2]) -> Tally {
     ];
     let mut tally = Tally { errors: 0 };
     let (mut passed, mut targets) = (0, 0);
-    println!("\n== results (ratio = dockyard / reference, same run)");
+    println!(
+        "\n== results: median of {} round(s); ratio = dockyard / reference, measured in the same run",
+        cfg.rounds
+    );
     if cfg.subject_is_reference {
         println!("(harness check: the `dockyard` column is a second reference instance)");
     }
@@ -1422,17 +1595,17 @@ fn print_table(cfg: &Config, sides: &[Side; 2]) -> Tally {
         "{:<34} {:>10} {:>10} {:>7} {:>9}  result",
         "metric", "dockyard", "reference", "ratio", "target"
     );
-    for (name, dv, rv, target, prec) in rows {
-        let errs = [dv, rv]
+    for (name, ds, rs, target, prec) in rows {
+        let (dv, rv) = (ds.median(), rs.median());
+        tally.errors += [&dv, &rv]
             .iter()
             .filter(|v| matches!(v, Some(Err(_))))
             .count();
-        tally.errors += errs;
         let val = |v: &Option<Result<f64>>| match v {
             Some(Ok(x)) => Some(*x),
             _ => None,
         };
-        let (dx, rx) = (val(dv), val(rv));
+        let (dx, rx) = (val(&dv), val(&rv));
         let ratio = match (dx, rx) {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
@@ -1451,42 +1624,38 @@ fn print_table(cfg: &Config, sides: &[Side; 2]) -> Tally {
         };
         if !matches!(target, Target::Info) {
             targets += 1;
-            if ok == Some(true) {
-                passed += 1;
-            }
+            passed += usize::from(ok == Some(true));
         }
         println!(
             "{:<34} {:>10} {:>10} {:>7} {:>9}  {result}",
             name,
-            fmt_opt(dv, prec),
-            fmt_opt(rv, prec),
+            fmt_opt(&dv, prec),
+            fmt_opt(&rv, prec),
             ratio.map_or("-".into(), |x| format!("{x:.2}x")),
             tgt
         );
     }
-    if let (Some(a), Some(b)) = (d.small_push_latency, r.small_push_latency) {
-        println!(
-            "per small push: dockyard {:.0} µs, reference {:.0} µs",
-            a.as_secs_f64() * 1e6,
-            b.as_secs_f64() * 1e6
-        );
+    println!("{passed}/{targets} targets passed");
+    if let (Some(Ok(a)), Some(Ok(b))) = (d.small_push_us.median(), r.small_push_us.median()) {
+        println!("time per small push (POST+PUT): dockyard {a:.0} µs, reference {b:.0} µs");
     }
     for (label, res) in [("dockyard", d), ("reference", r)] {
-        if let Some(t) = &res.big_push_rss {
+        let max = res.big_push_rss.iter().map(RssTrace::max).max();
+        let before = res.big_push_rss.first().map(|t| t.before);
+        if let (Some(before), Some(max)) = (before, max) {
             println!(
-                "{label} VmRSS during {big} MiB push: {:.1} -> max {:.1} MiB",
-                t.before as f64 / 1024.0,
-                t.max() as f64 / 1024.0
+                "{label}: VmRSS before the first {big} MiB push {:.1} MiB, max during any {big} MiB push {:.1} MiB",
+                before as f64 / 1024.0,
+                max as f64 / 1024.0
             );
         }
         if let Some(t) = &res.huge_push_rss {
             println!(
-                "{label} VmRSS during {huge} MiB push: {:.1} -> max {:.1} MiB",
+                "{label}: VmRSS during the {huge} MiB push {:.1} -> max {:.1} MiB",
                 t.before as f64 / 1024.0,
                 t.max() as f64 / 1024.0
             );
         }
     }
-    println!("{passed}/{targets} targets passed");
     tally
 }
