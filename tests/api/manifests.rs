@@ -685,4 +685,26 @@ fn accept_negotiation() {
         r.expect_status(200, "a wildcard among other types accepts anything");
         assert!(r.body == *body, "the wildcard gets the stored manifest");
     }
+
+    // By digest, the content is fixed: no rewriting to another manifest.
+    let list_digest = sha256(&list);
+    for method in ["GET", "HEAD"] {
+        let r = api.send(
+            api.req(method, &format!("/v2/{repo}/manifests/{list_digest}"))
+                .header("Accept", DOCKER_MANIFEST),
+        );
+        assert!(
+            r.status == 404
+                || (r.status == 200
+                    && r.header("Docker-Content-Digest") == Some(list_digest.as_str())
+                    && (method == "HEAD" || sha256(&r.body) == list_digest)),
+            "content addressing: a manifest requested by digest is that digest's content or 404, \
+             never another manifest (distribution/distribution: \"Only rewrite manifests lists when \
+             they are being fetched by tag. If they are being fetched by digest, we can't return \
+             something not matching the digest.\"; spec: clients SHOULD verify the returned manifest \
+             matches the requested digest); {method} by the list's digest with Accept: \
+             {DOCKER_MANIFEST}:\n  {}",
+            r.describe()
+        );
+    }
 }
