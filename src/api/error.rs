@@ -36,10 +36,11 @@ impl ApiError {
             NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             NameUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
-            TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            // The spec's code list has no tag or pagination codes.
+            TagInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ManifestTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
-            PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
+            PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }

@@ -16,8 +16,8 @@ use crate::registry::Registry;
 /// The whole HTTP surface of the hub.
 pub fn router(registry: Arc<Registry>) -> Router {
     let v2 = Router::new()
-        .route("/v2", get(v2::base))
-        .route("/v2/", get(v2::base))
+        .route("/v2", get(v2::base).fallback(v2::base_not_allowed))
+        .route("/v2/", get(v2::base).fallback(v2::base_not_allowed))
         .route("/v2/{*rest}", any(v2::dispatch))
         .layer(axum::middleware::map_response(api_version));
     Router::new()

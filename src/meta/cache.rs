@@ -223,8 +223,17 @@ impl<M: MetaStore> MetaStore for CachedMeta<M> {
         self.inner.list_repos(last, limit).await
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> MetaResult<Vec<Referrer>> {
-        self.inner.referrers(repo, subject).await
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> MetaResult<Vec<Referrer>> {
+        self.inner
+            .referrers(repo, subject, artifact_type, after, limit)
+            .await
     }
 
     async fn gc_candidates(

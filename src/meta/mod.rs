@@ -123,8 +123,17 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Repository names in lexical order after `last`, at most `limit`.
     async fn list_repos(&self, last: Option<&str>, limit: u32) -> MetaResult<Vec<String>>;
 
-    /// Manifests in `repo` whose subject is `subject`.
-    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> MetaResult<Vec<Referrer>>;
+    /// Manifests in `repo` whose subject is `subject` (and whose artifact
+    /// type is `artifact_type`, if given), in digest order after `after`,
+    /// at most `limit`.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> MetaResult<Vec<Referrer>>;
 
     /// Garbage-collection candidates after `after`, in digest order: blobs
     /// no manifest references, known since `before` or earlier and not

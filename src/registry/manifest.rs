@@ -213,7 +213,9 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, 
         .as_ref()
         .map(|s| s.check("subject"))
         .transpose()?;
-    let artifact_type = raw.artifact_type.clone().or_else(|| {
+    // An empty artifactType counts as none.
+    let declared_type = raw.artifact_type.clone().filter(|t| !t.is_empty());
+    let artifact_type = declared_type.or_else(|| {
         if kind.is_index() {
             None
         } else {

@@ -104,8 +104,10 @@ impl Registry {
             return Ok(m);
         }
         // A client that cannot read manifest lists gets the linux/amd64
-        // image of a Docker list, as Docker's own registry does.
-        if m.media_type == manifest::DOCKER_LIST
+        // image of a Docker list, as Docker's own registry does; only for a
+        // tag, since content fetched by digest must match the digest.
+        if matches!(reference, Reference::Tag(_))
+            && m.media_type == manifest::DOCKER_LIST
             && accept.allows(manifest::DOCKER_MANIFEST)
             && let Some(child) = default_platform_child(&m.body)
             && let Some((media_type, body)) = self.meta.manifest_by_digest(repo, &child).await?
@@ -225,19 +227,23 @@ impl Registry {
         Ok(trim_page(&mut items, n))
     }
 
-    /// Manifests in `repo` whose subject is `subject`, optionally only
-    /// those of one artifact type. An unknown subject has no referrers.
+    /// One page of the manifests in `repo` whose subject is `subject`,
+    /// optionally only those of one artifact type, after the referrer
+    /// `last`; and whether more follow. An unknown subject has none.
     pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> RegistryResult<Vec<Referrer>> {
-        let mut all = self.meta.referrers(repo, subject).await?;
-        if let Some(t) = artifact_type {
-            all.retain(|r| r.artifact_type.as_deref() == Some(t));
-        }
-        Ok(all)
+        last: Option<&Digest>,
+    ) -> RegistryResult<(Vec<Referrer>, bool)> {
+        let mut page = self
+            .meta
+            .referrers(repo, subject, artifact_type, last, MAX_PAGE + 1)
+            .await?;
+        let more = page.len() > MAX_PAGE as usize;
+        page.truncate(MAX_PAGE as usize);
+        Ok((page, more))
     }
 }
 

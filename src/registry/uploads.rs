@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -79,11 +80,13 @@ pub struct SessionGuard<'a> {
 }
 
 impl SessionLocks {
+    fn entry(&self, id: &UploadId) -> Arc<AsyncMutex<()>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(id.0.clone()).or_default().clone()
+    }
+
     async fn lock(&self, id: &UploadId) -> SessionGuard<'_> {
-        let lock = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(id.0.clone()).or_default().clone()
-        };
+        let lock = self.entry(id);
         let guard = lock.clone().lock_owned().await;
         SessionGuard {
             locks: self,
@@ -91,6 +94,20 @@ impl SessionLocks {
             lock,
             guard: Some(guard),
         }
+    }
+
+    /// The lock if nobody in this process is using the session.
+    fn try_lock(&self, id: &UploadId) -> Option<SessionGuard<'_>> {
+        let lock = self.entry(id);
+        let guard = lock.clone().try_lock_owned().ok();
+        // Built even on failure so its drop cleans the map entry up.
+        let g = SessionGuard {
+            locks: self,
+            id: id.0.clone(),
+            lock,
+            guard,
+        };
+        g.guard.is_some().then_some(g)
     }
 }
 
@@ -104,6 +121,10 @@ impl Drop for SessionGuard<'_> {
         }
     }
 }
+
+/// A client that sends nothing for this long loses its request: it would
+/// otherwise hold the session and a writer thread forever.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn body_error(e: std::io::Error) -> RegistryError {
     RegistryError::BlobUploadInvalid(format!("reading the request body failed: {e}"))
@@ -144,6 +165,7 @@ impl Registry {
             offset: 0,
             hash_state: Hasher::new(algorithm).save(),
             started_at: now(),
+            updated_at: now(),
         };
         self.store.create_upload(&id.0, &state).await?;
         Ok(id)
@@ -180,9 +202,24 @@ impl Registry {
         let _g = self.sessions.lock(id).await;
         let mut state = self.session(repo, id).await?;
         self.append_locked(id, &mut state, range, body).await?;
+        self.save_state(id, &mut state).await?;
         Ok(state.offset)
     }
 
+    async fn save_state(&self, id: &UploadId, state: &mut UploadState) -> RegistryResult<()> {
+        state.updated_at = now();
+        self.store
+            .save_upload_state(&id.0, state)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => RegistryError::BlobUploadUnknown,
+                e => e.into(),
+            })
+    }
+
+    /// Appends a chunk's data and advances `state` in memory; the caller
+    /// decides whether the new state is saved. Unsaved, the appended bytes
+    /// are cut off by the session's next append.
     async fn append_locked(
         &self,
         id: &UploadId,
@@ -205,17 +242,13 @@ impl Registry {
         }
         state.offset = new_len;
         state.hash_state = hasher.save();
-        self.store
-            .save_upload_state(&id.0, state)
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => RegistryError::BlobUploadUnknown,
-                e => e.into(),
-            })
+        Ok(())
     }
 
     /// Closes a session: appends the optional last chunk, checks the whole
     /// content against `digest`, commits the blob and links it into `repo`.
+    /// If the digest does not match, the session is left as it was before
+    /// the request (the last chunk is not kept).
     pub async fn finish_upload(
         &self,
         repo: &RepoName,
@@ -322,7 +355,18 @@ impl Registry {
             Ok((hasher, w.finish()?))
         });
         let mut failure = None;
-        while let Some(chunk) = body.next().await {
+        loop {
+            let chunk = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(_) => {
+                    failure = Some(RegistryError::BlobUploadInvalid(format!(
+                        "no data for {} s",
+                        BODY_IDLE_TIMEOUT.as_secs()
+                    )));
+                    break;
+                }
+            };
             match chunk {
                 Ok(chunk) if chunk.is_empty() => {}
                 Ok(chunk) => {
@@ -345,7 +389,12 @@ impl Registry {
         }
         match written {
             Ok(r) => Ok(r),
-            Err(StoreError::NotFound) => Err(RegistryError::BlobUploadUnknown),
+            // The data is gone or shorter than the state says (the machine
+            // lost unsynced writes): the session cannot go on.
+            Err(StoreError::NotFound) => {
+                self.store.delete_upload(&id.0).await?;
+                Err(RegistryError::BlobUploadUnknown)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -374,15 +423,24 @@ impl Registry {
         Ok(hasher.finish())
     }
 
-    /// Removes sessions idle past the expiry; returns how many.
+    /// Removes sessions idle past the expiry; returns how many. A session
+    /// in use, or used since it was listed, is kept.
     pub async fn expire_uploads(&self) -> RegistryResult<usize> {
         let before = now() - self.limits.upload_expiry as i64;
-        let stale = self.store.stale_uploads(before, 10_000).await?;
-        for id in &stale {
-            let _g = self.sessions.lock(&UploadId(id.clone())).await;
-            self.store.delete_upload(id).await?;
+        let mut removed = 0;
+        for id in self.store.stale_uploads(before, 10_000).await? {
+            let id = UploadId(id);
+            let Some(_g) = self.sessions.try_lock(&id) else {
+                continue;
+            };
+            match self.store.upload_state(&id.0).await? {
+                Some(s) if s.updated_at > before => continue,
+                _ => {}
+            }
+            self.store.delete_upload(&id.0).await?;
+            removed += 1;
         }
-        Ok(stale.len())
+        Ok(removed)
     }
 }
 

@@ -278,9 +278,8 @@ impl BlobStore for LocalStore {
         };
         let have = file.metadata()?.len();
         if have < offset {
-            return Err(StoreError::Io(io::Error::other(format!(
-                "upload data is {have} bytes, expected at least {offset}"
-            ))));
+            // Acknowledged data is missing (lost with unsynced writes).
+            return Err(StoreError::NotFound);
         }
         if have > offset {
             file.set_len(offset)?;

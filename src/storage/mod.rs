@@ -65,6 +65,9 @@ pub struct UploadState {
     pub hash_state: Vec<u8>,
     /// Seconds since the epoch.
     pub started_at: i64,
+    /// When the session last received data (seconds since the epoch).
+    #[serde(default)]
+    pub updated_at: i64,
 }
 
 #[async_trait]

@@ -88,6 +88,10 @@ fn parse_range(value: &str, size: u64) -> Result<Option<Range<u64>>, RegistryErr
     };
     let (a, b) = (a.trim(), b.trim());
     let unsatisfiable = RegistryError::RangeNotSatisfiable(size);
+    if size == 0 {
+        // No byte range of an empty blob exists.
+        return Err(unsatisfiable);
+    }
     let range = if a.is_empty() {
         // Suffix: the last b bytes.
         let Ok(n) = b.parse::<u64>() else {
@@ -136,5 +140,6 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100).unwrap(), None);
         assert_eq!(parse_range("items=0-1", 100).unwrap(), None);
         assert!(parse_range("bytes=9-1", 100).is_err());
+        assert!(parse_range("bytes=-5", 0).is_err());
     }
 }

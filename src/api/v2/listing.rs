@@ -5,6 +5,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::route::parse_digest;
 use super::{ApiResult, Query, hv};
 use crate::registry::digest::Digest;
 use crate::registry::manifest::OCI_INDEX;
@@ -69,7 +70,13 @@ pub async fn catalog(reg: &Registry, q: &Query) -> ApiResult {
 
 pub async fn referrers(reg: &Registry, name: &RepoName, subject: &Digest, q: &Query) -> ApiResult {
     let artifact_type = q.get("artifactType").filter(|t| !t.is_empty());
-    let found = reg.referrers(name, subject, artifact_type).await?;
+    let last = q.get("last").map(parse_digest).transpose()?;
+    let (found, more) = reg
+        .referrers(name, subject, artifact_type, last.as_ref())
+        .await?;
+    let next = more
+        .then(|| found.last().map(|r| r.digest.clone()))
+        .flatten();
     let manifests: Vec<serde_json::Value> = found
         .into_iter()
         .map(|r| {
@@ -94,9 +101,28 @@ pub async fn referrers(reg: &Registry, name: &RepoName, subject: &Digest, q: &Qu
         json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests }),
         OCI_INDEX,
     );
-    if artifact_type.is_some() {
+    if let Some(t) = artifact_type {
         r.headers_mut()
             .insert(FILTERS_APPLIED, HeaderValue::from_static("artifactType"));
+        if let Some(next) = &next {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("artifactType", t);
+            q.append_pair("last", next.as_str());
+            r.headers_mut().insert(
+                header::LINK,
+                hv(format!(
+                    "</v2/{name}/referrers/{subject}?{}>; rel=\"next\"",
+                    q.finish()
+                )),
+            );
+        }
+    } else if let Some(next) = &next {
+        r.headers_mut().insert(
+            header::LINK,
+            hv(format!(
+                "</v2/{name}/referrers/{subject}?last={next}>; rel=\"next\""
+            )),
+        );
     }
     Ok(r)
 }

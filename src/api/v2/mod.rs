@@ -35,6 +35,11 @@ pub async fn base() -> Response {
     r
 }
 
+/// Any other method on `/v2/`.
+pub async fn base_not_allowed(m: Method) -> Response {
+    not_allowed(&m).unwrap_or_else(IntoResponse::into_response)
+}
+
 /// Every `/v2/...` request other than the version check.
 pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -85,7 +90,20 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
         },
         _ => not_allowed(m),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            let sends_body = matches!(*m, Method::POST | Method::PUT | Method::PATCH);
+            let mut r = e.into_response();
+            // A refused body may be unread: say the connection ends here
+            // instead of leaving the client to find out on its next request.
+            if sends_body {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
+    }
 }
 
 fn not_allowed(m: &Method) -> ApiResult {

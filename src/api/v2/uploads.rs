@@ -45,18 +45,19 @@ pub async fn start(
     body: Body,
 ) -> ApiResult {
     if let Some(mount) = q.get("mount") {
-        let digest = parse_digest(mount)?;
-        let from = match q.get("from") {
-            Some(f) => Some(
-                f.parse::<RepoName>()
-                    .map_err(|e| RegistryError::NameInvalid(e.to_string()))?,
-            ),
-            None => None,
+        // A mount with arguments that cannot name a blob falls back to an
+        // ordinary upload, as the Docker API prescribes.
+        let digest = parse_digest(mount).ok();
+        let from = match q.get("from").map(str::parse::<RepoName>) {
+            Some(Ok(f)) => Some(Some(f)),
+            Some(Err(_)) => None,
+            None => Some(None),
         };
-        if reg
-            .mount_blob(name, &digest, from.as_ref())
-            .await?
-            .is_some()
+        if let (Some(digest), Some(from)) = (digest, from)
+            && reg
+                .mount_blob(name, &digest, from.as_ref())
+                .await?
+                .is_some()
         {
             return Ok(created(name, &digest));
         }

@@ -422,21 +422,35 @@ impl MetaStore for SqlMeta {
             .await?)
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest) -> MetaResult<Vec<Referrer>> {
-        let rows: Vec<(String, String, i64, Option<String>, Option<String>)> =
-            manifests::Entity::find()
-                .select_only()
-                .column(manifests::Column::Digest)
-                .column(manifests::Column::MediaType)
-                .column(manifests::Column::Size)
-                .column(manifests::Column::ArtifactType)
-                .column(manifests::Column::Annotations)
-                .filter(manifests::Column::Repo.eq(repo.as_str()))
-                .filter(manifests::Column::Subject.eq(subject.as_str()))
-                .order_by_asc(manifests::Column::Digest)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> MetaResult<Vec<Referrer>> {
+        let mut q = manifests::Entity::find()
+            .select_only()
+            .column(manifests::Column::Digest)
+            .column(manifests::Column::MediaType)
+            .column(manifests::Column::Size)
+            .column(manifests::Column::ArtifactType)
+            .column(manifests::Column::Annotations)
+            .filter(manifests::Column::Repo.eq(repo.as_str()))
+            .filter(manifests::Column::Subject.eq(subject.as_str()));
+        if let Some(t) = artifact_type {
+            q = q.filter(manifests::Column::ArtifactType.eq(t));
+        }
+        if let Some(after) = after {
+            q = q.filter(manifests::Column::Digest.gt(after.as_str()));
+        }
+        let rows: Vec<(String, String, i64, Option<String>, Option<String>)> = q
+            .order_by_asc(manifests::Column::Digest)
+            .limit(limit as u64)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
         rows.into_iter()
             .map(|(digest, media_type, size, artifact_type, annotations)| {
                 Ok(Referrer {
