@@ -3,10 +3,13 @@
 # machine, as root: real registry clients (docker CLI + dockerd, skopeo,
 # podman), umoci to build OCI layouts offline, the reference registry
 # (docker-registry) to compare against (DOCKYARD_CLIENTS_REGISTRY=reference),
-# and load/proxy tools (wrk, nginx).
+# and load/proxy tools (wrk, nginx), plus the backing services that
+# packaging/services/*.sh start as private, loopback-only instances for tests
+# and development: MariaDB, PostgreSQL, Redis and OpenLDAP (slapd).
 #
 # Idempotent: run it as often as you like. Never removes anything. Does not
-# start any service (the tests start their own private dockerd).
+# start any service (the tests start their own private dockerd, and
+# packaging/services/*.sh their own private database/cache/LDAP instances).
 set -eu
 
 if [ "$(id -u)" != 0 ]; then
@@ -30,6 +33,16 @@ PACKAGES="
     wrk
     nginx-light
     curl
+    mariadb-server
+    mariadb-client
+    postgresql-15
+    postgresql-client-15
+    redis-server
+    redis-tools
+    slapd
+    ldap-utils
+    openssl
+    procps
 "
 
 # On a machine without systemd, a package's maintainer script may try to
@@ -57,6 +70,22 @@ for p in $PACKAGES; do
     fi
 done
 
+# slapd's postinst asks for a domain and an admin password. Preseed the
+# answers so the install never prompts and never fails; the system instance it
+# configures is never started (see the policy above) and is not used by the
+# tests: packaging/services/openldap.sh runs its own private slapd.
+if command -v debconf-set-selections >/dev/null 2>&1; then
+    debconf-set-selections <<'EOF'
+slapd slapd/no_configuration boolean false
+slapd slapd/domain string dockyard.test
+slapd shared/organization string Dockyard
+slapd slapd/password1 password admin
+slapd slapd/password2 password admin
+slapd slapd/purge_database boolean false
+slapd slapd/move_old_database boolean true
+EOF
+fi
+
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
@@ -82,7 +111,10 @@ EOF
 fi
 
 # Report what the tests will use.
-for tool in dockerd docker skopeo podman umoci docker-registry; do
+for tool in dockerd docker skopeo podman umoci docker-registry \
+        mariadbd mariadb-install-db mariadb-admin mariadb \
+        /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/pg_ctl psql \
+        redis-server redis-cli slapd slapadd ldapsearch ldapadd openssl; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "install-test-deps.sh: $tool still missing after install" >&2
         exit 1
@@ -92,3 +124,7 @@ echo "install-test-deps.sh: dockerd $(dockerd --version 2>/dev/null | sed 's/^Do
 echo "install-test-deps.sh: $(skopeo --version)"
 echo "install-test-deps.sh: $(podman --version)"
 echo "install-test-deps.sh: $(umoci --version)"
+echo "install-test-deps.sh: $(mariadbd --version 2>/dev/null)"
+echo "install-test-deps.sh: $(/usr/lib/postgresql/15/bin/postgres --version)"
+echo "install-test-deps.sh: $(redis-server --version)"
+echo "install-test-deps.sh: slapd $(dpkg-query -W -f='${Version}' slapd)"
