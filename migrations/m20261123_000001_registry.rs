@@ -1,5 +1,5 @@
-//! Repositories, blobs and their links, manifests with their references,
-//! and tags.
+//! Repositories (with their namespace and visibility), blobs and their
+//! links, manifests with their references, and tags.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
@@ -11,6 +11,9 @@ pub struct Migration;
 enum Repositories {
     Table,
     Name,
+    Namespace,
+    IsPublic,
+    Comment,
     CreatedAt,
 }
 
@@ -62,25 +65,36 @@ enum Tags {
     UpdatedAt,
 }
 
-const NAME_LEN: u32 = 255;
+pub const NAME_LEN: u32 = 255;
 const DIGEST_LEN: u32 = 140;
 const TAG_LEN: u32 = 128;
 
-fn name(col: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(col)
-        .string_len(NAME_LEN)
-        .not_null()
-        .to_owned()
+/// Names, tags and digests compare and sort byte by byte on every
+/// backend (MySQL and PostgreSQL would otherwise fold case or sort by
+/// locale).
+pub fn binary_collation(backend: DbBackend, c: &mut ColumnDef) -> &mut ColumnDef {
+    match backend {
+        DbBackend::MySql => c.extra("COLLATE utf8mb4_bin"),
+        DbBackend::Postgres => c.extra("COLLATE \"C\""),
+        _ => c,
+    }
 }
 
-fn digest(col: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(col)
-        .string_len(DIGEST_LEN)
-        .not_null()
-        .to_owned()
+pub fn text_key(backend: DbBackend, col: impl IntoIden, len: u32) -> ColumnDef {
+    let mut c = ColumnDef::new(col);
+    c.string_len(len).not_null();
+    binary_collation(backend, &mut c).to_owned()
 }
 
-fn big(col: impl IntoIden) -> ColumnDef {
+fn name(backend: DbBackend, col: impl IntoIden) -> ColumnDef {
+    text_key(backend, col, NAME_LEN)
+}
+
+fn digest(backend: DbBackend, col: impl IntoIden) -> ColumnDef {
+    text_key(backend, col, DIGEST_LEN)
+}
+
+pub fn big(col: impl IntoIden) -> ColumnDef {
     ColumnDef::new(col).big_integer().not_null().to_owned()
 }
 
@@ -110,15 +124,31 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(Repositories::Table)
-                .col(name(Repositories::Name).primary_key())
+                .col(name(backend, Repositories::Name).primary_key())
+                .col(name(backend, Repositories::Namespace))
+                .col(
+                    ColumnDef::new(Repositories::IsPublic)
+                        .boolean()
+                        .not_null()
+                        .default(false),
+                )
+                .col(ColumnDef::new(Repositories::Comment).text().null())
                 .col(big(Repositories::CreatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_repositories_namespace")
+                .table(Repositories::Table)
+                .col(Repositories::Namespace)
                 .to_owned(),
         )
         .await?;
         m.create_table(
             Table::create()
                 .table(Blobs::Table)
-                .col(digest(Blobs::Digest).primary_key())
+                .col(digest(backend, Blobs::Digest).primary_key())
                 .col(big(Blobs::Size))
                 .col(big(Blobs::CreatedAt))
                 .to_owned(),
@@ -127,8 +157,8 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(RepoBlobs::Table)
-                .col(name(RepoBlobs::Repo))
-                .col(digest(RepoBlobs::Digest))
+                .col(name(backend, RepoBlobs::Repo))
+                .col(digest(backend, RepoBlobs::Digest))
                 .col(big(RepoBlobs::CreatedAt))
                 .primary_key(Index::create().col(RepoBlobs::Repo).col(RepoBlobs::Digest))
                 .to_owned(),
@@ -145,16 +175,17 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(Manifests::Table)
-                .col(name(Manifests::Repo))
-                .col(digest(Manifests::Digest))
-                .col(name(Manifests::MediaType))
+                .col(name(backend, Manifests::Repo))
+                .col(digest(backend, Manifests::Digest))
+                .col(name(backend, Manifests::MediaType))
                 .col(large_binary(backend, Manifests::Body))
                 .col(big(Manifests::Size))
-                .col(
+                .col(binary_collation(
+                    backend,
                     ColumnDef::new(Manifests::Subject)
                         .string_len(DIGEST_LEN)
                         .null(),
-                )
+                ))
                 .col(
                     ColumnDef::new(Manifests::ArtifactType)
                         .string_len(NAME_LEN)
@@ -178,9 +209,9 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(ManifestRefs::Table)
-                .col(name(ManifestRefs::Repo))
-                .col(digest(ManifestRefs::Manifest))
-                .col(digest(ManifestRefs::Target))
+                .col(name(backend, ManifestRefs::Repo))
+                .col(digest(backend, ManifestRefs::Manifest))
+                .col(digest(backend, ManifestRefs::Target))
                 .col(
                     ColumnDef::new(ManifestRefs::IsManifest)
                         .boolean()
@@ -206,9 +237,9 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table(Tags::Table)
-                .col(name(Tags::Repo))
-                .col(ColumnDef::new(Tags::Name).string_len(TAG_LEN).not_null())
-                .col(digest(Tags::Digest))
+                .col(name(backend, Tags::Repo))
+                .col(text_key(backend, Tags::Name, TAG_LEN))
+                .col(digest(backend, Tags::Digest))
                 .col(big(Tags::UpdatedAt))
                 .primary_key(Index::create().col(Tags::Repo).col(Tags::Name))
                 .to_owned(),

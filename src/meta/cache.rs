@@ -13,7 +13,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ManifestRecord, MetaResult, MetaStore, MissingRefs, Referrer};
+use super::accounts::{
+    AccountStore, ApiToken, Change, NamespaceKind, OrgRole, OrgUpdate, Organization, Permit,
+    Repository, Team, TeamRole, User, UserUpdate,
+};
+use super::audit::{AuditEvent, AuditQuery, AuditStore};
+use super::{ContentStore, ManifestRecord, MetaResult, MetaStore, MissingRefs, Referrer};
 use crate::registry::digest::Digest;
 use crate::registry::name::{RepoName, Tag};
 
@@ -83,7 +88,7 @@ impl<M: MetaStore> CachedMeta<M> {
 }
 
 #[async_trait]
-impl<M: MetaStore> MetaStore for CachedMeta<M> {
+impl<M: MetaStore> ContentStore for CachedMeta<M> {
     async fn repo_exists(&self, repo: &RepoName) -> MetaResult<bool> {
         if self.lock().repos.contains_key(repo) {
             return Ok(true);
@@ -254,5 +259,201 @@ impl<M: MetaStore> MetaStore for CachedMeta<M> {
             e.blobs.remove(digest);
         }
         r
+    }
+}
+
+#[async_trait]
+impl<M: MetaStore> AccountStore for CachedMeta<M> {
+    async fn create_user(&self, user: &User) -> MetaResult<Change> {
+        self.inner.create_user(user).await
+    }
+
+    async fn user(&self, name: &str) -> MetaResult<Option<User>> {
+        self.inner.user(name).await
+    }
+
+    async fn users(&self, after: Option<&str>, limit: u32) -> MetaResult<Vec<User>> {
+        self.inner.users(after, limit).await
+    }
+
+    async fn update_user(&self, name: &str, update: &UserUpdate, now: i64) -> MetaResult<Change> {
+        self.inner.update_user(name, update, now).await
+    }
+
+    async fn delete_user(&self, name: &str) -> MetaResult<Change> {
+        self.inner.delete_user(name).await
+    }
+
+    async fn admin_count(&self) -> MetaResult<u64> {
+        self.inner.admin_count().await
+    }
+
+    async fn create_org(&self, org: &Organization, creator: &str) -> MetaResult<Change> {
+        self.inner.create_org(org, creator).await
+    }
+
+    async fn org(&self, name: &str) -> MetaResult<Option<Organization>> {
+        self.inner.org(name).await
+    }
+
+    async fn orgs(&self, after: Option<&str>, limit: u32) -> MetaResult<Vec<Organization>> {
+        self.inner.orgs(after, limit).await
+    }
+
+    async fn update_org(&self, name: &str, update: &OrgUpdate) -> MetaResult<Change> {
+        self.inner.update_org(name, update).await
+    }
+
+    async fn delete_org(&self, name: &str) -> MetaResult<Change> {
+        self.inner.delete_org(name).await
+    }
+
+    async fn namespace_kind(&self, name: &str) -> MetaResult<Option<NamespaceKind>> {
+        self.inner.namespace_kind(name).await
+    }
+
+    async fn set_org_member(&self, org: &str, user: &str, role: OrgRole) -> MetaResult<Change> {
+        self.inner.set_org_member(org, user, role).await
+    }
+
+    async fn remove_org_member(&self, org: &str, user: &str) -> MetaResult<Change> {
+        self.inner.remove_org_member(org, user).await
+    }
+
+    async fn org_members(&self, org: &str) -> MetaResult<Vec<(String, OrgRole)>> {
+        self.inner.org_members(org).await
+    }
+
+    async fn org_role(&self, org: &str, user: &str) -> MetaResult<Option<OrgRole>> {
+        self.inner.org_role(org, user).await
+    }
+
+    async fn user_orgs(&self, user: &str) -> MetaResult<Vec<(String, OrgRole)>> {
+        self.inner.user_orgs(user).await
+    }
+
+    async fn create_team(&self, team: &Team, creator: Option<&str>) -> MetaResult<Change> {
+        self.inner.create_team(team, creator).await
+    }
+
+    async fn team(&self, org: &str, name: &str) -> MetaResult<Option<Team>> {
+        self.inner.team(org, name).await
+    }
+
+    async fn teams(&self, org: &str) -> MetaResult<Vec<Team>> {
+        self.inner.teams(org).await
+    }
+
+    async fn delete_team(&self, org: &str, name: &str) -> MetaResult<Change> {
+        self.inner.delete_team(org, name).await
+    }
+
+    async fn set_team_member(
+        &self,
+        org: &str,
+        team: &str,
+        user: &str,
+        role: TeamRole,
+    ) -> MetaResult<Change> {
+        self.inner.set_team_member(org, team, user, role).await
+    }
+
+    async fn remove_team_member(&self, org: &str, team: &str, user: &str) -> MetaResult<Change> {
+        self.inner.remove_team_member(org, team, user).await
+    }
+
+    async fn team_members(&self, org: &str, team: &str) -> MetaResult<Vec<(String, TeamRole)>> {
+        self.inner.team_members(org, team).await
+    }
+
+    async fn team_role(&self, org: &str, team: &str, user: &str) -> MetaResult<Option<TeamRole>> {
+        self.inner.team_role(org, team, user).await
+    }
+
+    async fn user_teams(&self, org: &str, user: &str) -> MetaResult<Vec<(String, TeamRole)>> {
+        self.inner.user_teams(org, user).await
+    }
+
+    async fn set_team_repo(
+        &self,
+        org: &str,
+        team: &str,
+        repo: &RepoName,
+        permit: Permit,
+    ) -> MetaResult<Change> {
+        self.inner.set_team_repo(org, team, repo, permit).await
+    }
+
+    async fn remove_team_repo(&self, org: &str, team: &str, repo: &RepoName) -> MetaResult<Change> {
+        self.inner.remove_team_repo(org, team, repo).await
+    }
+
+    async fn team_repos(&self, org: &str, team: &str) -> MetaResult<Vec<(String, Permit)>> {
+        self.inner.team_repos(org, team).await
+    }
+
+    async fn team_permits(&self, user: &str, repo: &RepoName) -> MetaResult<Vec<Permit>> {
+        self.inner.team_permits(user, repo).await
+    }
+
+    async fn create_repo(&self, repo: &Repository) -> MetaResult<Change> {
+        self.inner.create_repo(repo).await
+    }
+
+    async fn repo(&self, name: &RepoName) -> MetaResult<Option<Repository>> {
+        self.inner.repo(name).await
+    }
+
+    async fn repos_in(&self, namespace: &str) -> MetaResult<Vec<Repository>> {
+        self.inner.repos_in(namespace).await
+    }
+
+    async fn update_repo(
+        &self,
+        name: &RepoName,
+        is_public: Option<bool>,
+        comment: Option<&str>,
+    ) -> MetaResult<Change> {
+        self.inner.update_repo(name, is_public, comment).await
+    }
+
+    async fn delete_repo(&self, name: &RepoName) -> MetaResult<Change> {
+        let r = self.inner.delete_repo(name).await;
+        // Its manifests, tags and links are gone.
+        let mut s = self.lock();
+        s.generation += 1;
+        s.repos.remove(name);
+        r
+    }
+
+    async fn create_token(&self, token: &ApiToken) -> MetaResult<Change> {
+        self.inner.create_token(token).await
+    }
+
+    async fn token(&self, id: &str) -> MetaResult<Option<ApiToken>> {
+        self.inner.token(id).await
+    }
+
+    async fn tokens(&self, user: &str) -> MetaResult<Vec<ApiToken>> {
+        self.inner.tokens(user).await
+    }
+
+    async fn delete_token(&self, user: &str, id: &str) -> MetaResult<Change> {
+        self.inner.delete_token(user, id).await
+    }
+}
+
+#[async_trait]
+impl<M: MetaStore> AuditStore for CachedMeta<M> {
+    async fn append_audit(&self, events: &[AuditEvent]) -> MetaResult<()> {
+        self.inner.append_audit(events).await
+    }
+
+    async fn query_audit(&self, q: &AuditQuery) -> MetaResult<Vec<(i64, AuditEvent)>> {
+        self.inner.query_audit(q).await
+    }
+
+    async fn prune_audit(&self, before: i64) -> MetaResult<u64> {
+        self.inner.prune_audit(before).await
     }
 }

@@ -1,12 +1,14 @@
-//! Metadata: which repositories exist, which blobs each links, manifests,
-//! tags and referrers. Backends know nothing of HTTP or
-//! of blob storage.
+//! Metadata: repository content (which blobs each repository links,
+//! manifests, tags, referrers), accounts and permissions, and the audit log.
+//! Backends know nothing of HTTP or of blob storage.
 //!
 //! Architecture invariant: a manifest is stored only together with the
 //! references it makes, in one transaction that also checks they exist; so
 //! a stored manifest never names a blob or child manifest the repository
 //! lacked at that moment.
 
+pub mod accounts;
+pub mod audit;
 pub mod cache;
 pub mod sql;
 
@@ -67,8 +69,9 @@ impl MissingRefs {
     }
 }
 
+/// Repository content.
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
+pub trait ContentStore: Send + Sync + 'static {
     /// True if the repository exists (has had content).
     async fn repo_exists(&self, repo: &RepoName) -> MetaResult<bool>;
 
@@ -149,3 +152,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// false if one does.
     async fn forget_blob(&self, digest: &Digest) -> MetaResult<bool>;
 }
+
+/// Everything the hub keeps besides blob bytes: one backend implements all.
+pub trait MetaStore: ContentStore + accounts::AccountStore + audit::AuditStore {}
+
+impl<T: ContentStore + accounts::AccountStore + audit::AuditStore> MetaStore for T {}

@@ -68,9 +68,22 @@ impl FromStr for RepoName {
     }
 }
 
+/// The namespace of one-component names, as on Docker Hub; only system
+/// administrators own it.
+pub const LIBRARY: &str = "library";
+
 impl RepoName {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The account (user or organisation) the repository belongs to: its
+    /// first component, or `library` for a one-component name.
+    pub fn namespace(&self) -> &str {
+        match self.0.split_once('/') {
+            Some((ns, _)) => ns,
+            None => LIBRARY,
+        }
     }
 }
 

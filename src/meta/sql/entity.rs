@@ -8,6 +8,9 @@ pub mod repositories {
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
         pub name: String,
+        pub namespace: String,
+        pub is_public: bool,
+        pub comment: Option<String>,
         pub created_at: i64,
     }
 
@@ -119,3 +122,106 @@ pub mod tags {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+macro_rules! entity {
+    ($module:ident, $table:literal, { $($(#[$attr:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        pub mod $module {
+            use sea_orm::entity::prelude::*;
+
+            #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+            #[sea_orm(table_name = $table)]
+            pub struct Model {
+                $($(#[$attr])* pub $field: $ty,)*
+            }
+
+            #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+            pub enum Relation {}
+
+            impl ActiveModelBehavior for ActiveModel {}
+        }
+    };
+}
+
+entity!(users, "users", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    name: String,
+    email: Option<String>,
+    password_hash: String,
+    realname: Option<String>,
+    comment: Option<String>,
+    role: i16,
+    source: String,
+    created_at: i64,
+    updated_at: i64,
+});
+
+entity!(organizations, "organizations", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    name: String,
+    email: Option<String>,
+    comment: Option<String>,
+    url: Option<String>,
+    location: Option<String>,
+    member_privilege: i16,
+    created_at: i64,
+});
+
+entity!(org_members, "org_members", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    org: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    user: String,
+    role: i16,
+});
+
+entity!(teams, "teams", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    org: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    name: String,
+    comment: Option<String>,
+});
+
+entity!(team_members, "team_members", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    org: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    team: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    user: String,
+    role: i16,
+});
+
+entity!(team_repos, "team_repos", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    org: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    team: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    repo: String,
+    permit: i16,
+});
+
+entity!(api_tokens, "api_tokens", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    id: String,
+    user: String,
+    name: String,
+    secret_hash: String,
+    scopes: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+});
+
+entity!(audit_events, "audit_events", {
+    #[sea_orm(primary_key)]
+    id: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    repo: Option<String>,
+    target: Option<String>,
+    detail: Option<String>,
+    addr: Option<String>,
+    count: i64,
+});

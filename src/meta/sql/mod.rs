@@ -1,6 +1,7 @@
 //! `MetaStore` on SQL databases through sea-orm (SQLite now; the queries are
 //! built with sea-query so other backends share them).
 
+mod accounts;
 mod entity;
 
 use std::collections::HashSet;
@@ -18,7 +19,7 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::Mutex;
 
 use self::entity::{blobs, manifest_refs, manifests, repo_blobs, repositories, tags};
-use super::{ManifestRecord, MetaError, MetaResult, MetaStore, MissingRefs, Referrer};
+use super::{ContentStore, ManifestRecord, MetaError, MetaResult, MissingRefs, Referrer};
 use crate::migrations::Migrator;
 use crate::registry::digest::Digest;
 use crate::registry::name::{RepoName, Tag};
@@ -97,6 +98,9 @@ impl SqlMeta {
 async fn ensure_repo(c: &impl ConnectionTrait, repo: &RepoName, at: i64) -> Result<(), DbErr> {
     repositories::Entity::insert(repositories::ActiveModel {
         name: Set(repo.as_str().to_string()),
+        namespace: Set(repo.namespace().to_string()),
+        is_public: Set(false),
+        comment: Set(None),
         created_at: Set(at),
     })
     .on_conflict(
@@ -110,7 +114,7 @@ async fn ensure_repo(c: &impl ConnectionTrait, repo: &RepoName, at: i64) -> Resu
 }
 
 #[async_trait]
-impl MetaStore for SqlMeta {
+impl ContentStore for SqlMeta {
     async fn repo_exists(&self, repo: &RepoName) -> MetaResult<bool> {
         Ok(repositories::Entity::find_by_id(repo.as_str())
             .one(&self.db)
