@@ -2,7 +2,7 @@
 # Installs what the integration tests (tests/clients.rs) need on a Debian 12
 # machine, as root: real registry clients (docker CLI + dockerd, skopeo,
 # podman), umoci to build OCI layouts offline, the reference registry
-# (docker-registry) to compare against (DOCKYARD_CLIENTS_REGISTRY=reference),
+# (docker-registry) to compare against (DYTEST_CLIENTS_REGISTRY=reference),
 # and load/proxy tools (wrk, nginx), plus the backing services that
 # packaging/services/*.sh start as private, loopback-only instances for tests
 # and development: MariaDB, PostgreSQL, Redis and OpenLDAP (slapd).

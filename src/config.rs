@@ -19,6 +19,10 @@ pub struct Config {
     pub log: LogConfig,
     pub db: DbConfig,
     pub dockyard: DockyardConfig,
+    pub auth_server: AuthServerConfig,
+    pub token: TokenConfig,
+    pub authn_ldap: LdapConfig,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -51,6 +55,9 @@ pub struct LogConfig {
 pub enum DbDriver {
     #[default]
     Sqlite,
+    Mysql,
+    Postgres,
+    Redis,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +69,8 @@ pub struct DbConfig {
     pub uri: String,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// Redis only: prefix of every key, so several hubs can share a server.
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -85,6 +94,99 @@ pub struct DockyardConfig {
     pub upload_expiry: u64,
     /// Largest manifest accepted, in bytes.
     pub max_manifest_size: u64,
+    /// `true`: no authentication or authorization at all (an open hub).
+    pub standalone: bool,
+}
+
+/// The token service (the issuing side).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthServerConfig {
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// PEM private key (EC P-256 or RSA) tokens are signed with; a
+    /// development key pair is generated here (and at
+    /// `token.rootcertbundle`) on first start if neither exists.
+    #[serde(rename = "privateKey")]
+    pub private_key: PathBuf,
+    /// Token lifetime in seconds.
+    pub expiration: u64,
+    /// `authn_db` (passwords in the hub's database) or `authn_ldap`.
+    pub authn: Authn,
+    /// A system administrator created at start if there is none yet.
+    pub admin: String,
+    pub admin_password: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Authn {
+    #[default]
+    AuthnDb,
+    AuthnLdap,
+}
+
+/// Token verification on the registry side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// The token endpoint named in challenges; empty means this hub's own
+    /// `/uam/auth` at the address the client used.
+    pub realm: String,
+    /// `aud` of tokens, and `service` in challenges.
+    pub service: String,
+    /// Accepted `iss`.
+    pub issuer: String,
+    /// PEM certificates (or public keys) whose keys may sign tokens.
+    pub rootcertbundle: PathBuf,
+}
+
+/// `authn_ldap`: bind as the user against a directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapConfig {
+    /// `host:port` of the directory.
+    pub addr: String,
+    /// LDAPS (TLS from the first byte).
+    pub tls: bool,
+    /// StartTLS on a plain connection.
+    pub starttls: bool,
+    pub insecuretlsskipverify: bool,
+    /// PEM CA certificate(s) to verify the directory with; empty: the
+    /// system's roots.
+    pub certfile: String,
+    /// Active Directory style: bind as `user@domain` (no search needed).
+    pub domain: String,
+    /// Where users are searched.
+    pub basedn: String,
+    /// Account that searches; empty: anonymous search.
+    pub binddn: String,
+    pub bindpassword: String,
+    /// User search filter; `${account}` is replaced by the escaped name.
+    pub filter: String,
+    /// Where groups are searched (empty: `basedn`).
+    pub groupbasedn: String,
+    /// Group search filter; `${dn}` is the member's DN (user or group,
+    /// so nested groups resolve).
+    pub groupfilter: String,
+    /// LDAP groups whose members are put into hub teams at each login.
+    pub teams: Vec<LdapTeamMap>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapTeamMap {
+    /// The group's DN.
+    pub group: String,
+    pub org: String,
+    pub team: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Events older than this many days are deleted.
+    pub retention_days: u64,
 }
 
 impl Default for Config {
@@ -95,6 +197,10 @@ impl Default for Config {
             log: LogConfig::default(),
             db: DbConfig::default(),
             dockyard: DockyardConfig::default(),
+            auth_server: AuthServerConfig::default(),
+            token: TokenConfig::default(),
+            authn_ldap: LdapConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -105,6 +211,7 @@ impl Default for DbConfig {
             driver: DbDriver::Sqlite,
             uri: String::new(),
             max_connections: 4,
+            prefix: "dockyard".into(),
         }
     }
 }
@@ -117,7 +224,38 @@ impl Default for DockyardConfig {
             cachable: true,
             upload_expiry: 24 * 3600,
             max_manifest_size: 4 * 1024 * 1024,
+            standalone: true,
         }
+    }
+}
+
+impl Default for AuthServerConfig {
+    fn default() -> Self {
+        AuthServerConfig {
+            issuer: "dockyard-token-issuer".into(),
+            private_key: PathBuf::from("cert/token.key"),
+            expiration: 300,
+            authn: Authn::AuthnDb,
+            admin: String::new(),
+            admin_password: String::new(),
+        }
+    }
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            realm: String::new(),
+            service: "dockyard".into(),
+            issuer: "dockyard-token-issuer".into(),
+            rootcertbundle: PathBuf::from("cert/token.crt"),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: 90 }
     }
 }
 
@@ -210,13 +348,74 @@ impl Config {
                 }
             })?;
         }
+        let invalid = |key: &'static str, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        let scheme_ok = match self.db.driver {
+            DbDriver::Sqlite => true,
+            DbDriver::Mysql => self.db.uri.starts_with("mysql://"),
+            DbDriver::Postgres => {
+                self.db.uri.starts_with("postgres://") || self.db.uri.starts_with("postgresql://")
+            }
+            DbDriver::Redis => {
+                self.db.uri.starts_with("redis://") || self.db.uri.starts_with("rediss://")
+            }
+        };
+        if !scheme_ok {
+            return invalid(
+                "db.uri",
+                "must be a mysql://, postgres:// or redis:// URI matching db.driver",
+            );
+        }
+        if self.auth_server.expiration == 0 {
+            return invalid("auth_server.expiration", "must be at least 1 second");
+        }
+        if self.token.service.is_empty() {
+            return invalid("token.service", "must not be empty");
+        }
+        if self.token.issuer != self.auth_server.issuer {
+            return invalid(
+                "token.issuer",
+                "must equal auth_server.issuer (this hub verifies the tokens it issues)",
+            );
+        }
+        if self.auth_server.admin.is_empty() != self.auth_server.admin_password.is_empty() {
+            return invalid(
+                "auth_server.admin_password",
+                "auth_server.admin and auth_server.admin_password go together",
+            );
+        }
+        if self.auth_server.authn == Authn::AuthnLdap {
+            let l = &self.authn_ldap;
+            if l.addr.is_empty() {
+                return invalid("authn_ldap.addr", "is required with authn = \"authn_ldap\"");
+            }
+            if l.domain.is_empty() && (l.basedn.is_empty() || l.filter.is_empty()) {
+                return invalid(
+                    "authn_ldap.filter",
+                    "either authn_ldap.domain or authn_ldap.basedn and filter are required",
+                );
+            }
+            if !l.filter.is_empty() && !l.filter.contains("${account}") {
+                return invalid("authn_ldap.filter", "must contain ${account}");
+            }
+            if !l.teams.is_empty() && l.groupfilter.is_empty() {
+                return invalid("authn_ldap.groupfilter", "is required to map groups onto teams");
+            }
+        }
+        if self.audit.retention_days == 0 {
+            return invalid("audit.retention_days", "must be at least 1");
+        }
         Ok(())
     }
 
-    /// The SQLite database URI the `[db]` section resolves to.
-    pub fn sqlite_uri(&self) -> String {
+    /// The database URI the `[db]` section resolves to.
+    pub fn db_uri(&self) -> String {
         let uri = &self.db.uri;
-        if uri.starts_with("sqlite:") {
+        if self.db.driver != DbDriver::Sqlite || uri.starts_with("sqlite:") {
             uri.clone()
         } else if uri.is_empty() {
             format!(
@@ -241,12 +440,14 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
             match value {
                 toml::Value::Table(section) => {
                     for (sub, sub_value) in section {
-                        if name == format!("{key}_{sub}") {
+                        if name == format!("{key}_{sub}").to_ascii_lowercase() {
                             target = Some((Some(key.clone()), sub.clone(), sub_value.clone()));
                         }
                     }
                 }
-                other if name == *key => target = Some((None, key.clone(), other.clone())),
+                other if name == key.to_ascii_lowercase() => {
+                    target = Some((None, key.clone(), other.clone()))
+                }
                 _ => {}
             }
         }

@@ -7,6 +7,8 @@ mod meta;
 mod registry;
 mod server;
 mod storage;
+#[cfg(test)]
+mod testsupport;
 mod zerocopy;
 
 #[path = "../migrations/mod.rs"]

@@ -9,7 +9,7 @@
 //! The tools come from `packaging/install-test-deps.sh`; a missing tool
 //! fails the test (never skips it).
 //!
-//! `DOCKYARD_CLIENTS_REGISTRY=reference cargo test --test clients` runs the
+//! `DYTEST_CLIENTS_REGISTRY=reference cargo test --test clients` runs the
 //! same tests against the reference registry (`/usr/bin/docker-registry`)
 //! to tell a server bug from a test bug.
 

@@ -16,7 +16,7 @@
 set -eu
 set +m  # no job control: `setsid cmd &` must exec cmd, not fork it
 
-SVC_TIMEOUT=${DOCKYARD_SERVICE_TIMEOUT:-60}
+SVC_TIMEOUT=${DYTEST_SERVICE_TIMEOUT:-60}
 
 log() {
     printf '%s: %s\n' "$SVC" "$*" >&2

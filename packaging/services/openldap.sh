@@ -11,7 +11,7 @@
 # certificate for localhost and 127.0.0.1 signed by a private CA:
 # DIR/openldap/tls/ca.crt. See README.md beside this file.
 #
-# DOCKYARD_LDAP_MEMBEROF picks how memberOf is provided (set at the first
+# DYTEST_LDAP_MEMBEROF picks how memberOf is provided (set at the first
 # start of a DIR, like the seed):
 #   overlay (default)  slapo-memberof: memberOf is stored on each entry and
 #                      lists the groups whose member names it directly (alice:
@@ -25,7 +25,7 @@
 #                      only see the stored values.
 #   none               no memberOf at all.
 # Either way memberOf is operational: ask for it by name (or "+").
-# DOCKYARD_LDAP_DEBUG: slapd's -d level (default 32768: errors only; "stats"
+# DYTEST_LDAP_DEBUG: slapd's -d level (default 32768: errors only; "stats"
 # logs every operation) into DIR/openldap/openldap.log.
 SVC_EXTRA_USAGE=" [LDAPS_PORT]"
 . "$(dirname "$0")/lib.sh"
@@ -41,7 +41,7 @@ RUN=$SDIR/run
 TLS=$SDIR/tls
 CONF=$SDIR/slapd.conf
 PIDFILE=$RUN/slapd.pid
-SEED=${DOCKYARD_LDAP_SEED:-$HERE/openldap-seed.ldif}
+SEED=${DYTEST_LDAP_SEED:-$HERE/openldap-seed.ldif}
 
 url() {
     echo "ldap://127.0.0.1:$1/"
@@ -127,7 +127,7 @@ fi
 if [ -s "$SDIR/memberof-mode" ]; then
     MODE=$(cat "$SDIR/memberof-mode")
 else
-    MODE=${DOCKYARD_LDAP_MEMBEROF:-overlay}
+    MODE=${DYTEST_LDAP_MEMBEROF:-overlay}
 fi
 case $MODE in
     overlay)
@@ -149,7 +149,7 @@ dynlist-attrset groupOfURLs memberURL member+memberOf@groupOfNames*"
         MODULES=
         OVERLAY=
         ;;
-    *) die "DOCKYARD_LDAP_MEMBEROF must be overlay, nested or none, not '$MODE'" ;;
+    *) die "DYTEST_LDAP_MEMBEROF must be overlay, nested or none, not '$MODE'" ;;
 esac
 MEMBEROF_INDEX=
 [ "$MODE" != overlay ] || MEMBEROF_INDEX="index memberOf eq"
@@ -206,7 +206,7 @@ URLS="ldap://127.0.0.1:$PORT/"
 rm -f "$PIDFILE"
 # -d keeps slapd in the foreground (in its own session) with its log on
 # stderr, i.e. in LOG; without it slapd forks and logs only to syslog.
-setsid slapd -d "${DOCKYARD_LDAP_DEBUG:-32768}" -f "$CONF" -h "$URLS" \
+setsid slapd -d "${DYTEST_LDAP_DEBUG:-32768}" -f "$CONF" -h "$URLS" \
     </dev/null >>"$LOG" 2>&1 9>&- &
 STARTED_PID=$!
 

@@ -18,7 +18,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::cli::{Command, ConfigArg, GcArgs, WebArgs};
-use crate::config::{Config, RunMode};
+use crate::config::{Config, DbDriver, RunMode};
 use crate::meta::MetaStore;
 use crate::meta::cache::CachedMeta;
 use crate::meta::sql::SqlMeta;
@@ -93,11 +93,23 @@ fn lock_data_dir(path: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-async fn open_meta(config: &Config) -> anyhow::Result<SqlMeta> {
-    let uri = config.sqlite_uri();
-    SqlMeta::open_sqlite(&uri, config.db.max_connections)
-        .await
-        .with_context(|| format!("db.uri: opening {uri}"))
+/// The configured metadata backend; the in-memory cache goes in front of
+/// an embedded (single-writer) database only.
+async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let uri = config.db_uri();
+    match config.db.driver {
+        DbDriver::Sqlite | DbDriver::Mysql | DbDriver::Postgres => {
+            let sql = SqlMeta::open(&uri, config.db.max_connections)
+                .await
+                .with_context(|| format!("db.uri: opening {uri}"))?;
+            Ok(if config.dockyard.cachable && sql.is_embedded() {
+                Arc::new(CachedMeta::new(sql, META_CACHE_BUDGET))
+            } else {
+                Arc::new(sql)
+            })
+        }
+        DbDriver::Redis => bail!("db.driver: the redis backend is not available in this build"),
+    }
 }
 
 /// The registry core on the configured stores.
@@ -106,12 +118,7 @@ async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
         Arc::new(LocalStore::open(&config.dockyard.path).with_context(|| {
             format!("dockyard.path: opening {}", config.dockyard.path.display())
         })?);
-    let sql = open_meta(config).await?;
-    let meta: Arc<dyn MetaStore> = if config.dockyard.cachable {
-        Arc::new(CachedMeta::new(sql, META_CACHE_BUDGET))
-    } else {
-        Arc::new(sql)
-    };
+    let meta = open_meta(config).await?;
     Ok(Registry::new(
         meta,
         store,
@@ -198,7 +205,7 @@ async fn migrate(arg: ConfigArg) -> anyhow::Result<()> {
     init_logging(&config)?;
     // Opening applies every pending migration.
     open_meta(&config).await?;
-    println!("metadata schema is up to date ({})", config.sqlite_uri());
+    println!("metadata schema is up to date ({})", config.db_uri());
     Ok(())
 }
 

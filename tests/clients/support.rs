@@ -32,7 +32,7 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 // ---------------------------------------------------------------------------
 
 /// The registry a test talks to. Normally a fresh `dockyard web`
-/// (`common::Server`); with `DOCKYARD_CLIENTS_REGISTRY=reference` the
+/// (`common::Server`); with `DYTEST_CLIENTS_REGISTRY=reference` the
 /// reference implementation (`/usr/bin/docker-registry`) instead, to check
 /// that a failure is the server's and not the test's.
 pub struct Registry {
@@ -50,7 +50,7 @@ enum Kind {
 
 impl Registry {
     pub fn start() -> Registry {
-        match std::env::var("DOCKYARD_CLIENTS_REGISTRY").as_deref() {
+        match std::env::var("DYTEST_CLIENTS_REGISTRY").as_deref() {
             Err(_) | Ok("") | Ok("dockyard") => {
                 let server = common::Server::start();
                 let addr = server.addr.clone();
@@ -71,7 +71,7 @@ impl Registry {
                 }
             }
             Ok(other) => {
-                panic!("DOCKYARD_CLIENTS_REGISTRY={other}: expected `dockyard` or `reference`")
+                panic!("DYTEST_CLIENTS_REGISTRY={other}: expected `dockyard` or `reference`")
             }
         }
     }

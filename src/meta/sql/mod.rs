@@ -47,9 +47,11 @@ fn parse_digest(s: &str) -> MetaResult<Digest> {
 }
 
 impl SqlMeta {
-    /// Opens (creating if needed) an SQLite database at `uri` and applies
+    /// Connects to the database at `uri` (`sqlite://`, `mysql://` or
+    /// `postgres://`; an SQLite file is created if needed) and applies
     /// pending migrations.
-    pub async fn open_sqlite(uri: &str, max_connections: u32) -> MetaResult<SqlMeta> {
+    pub async fn open(uri: &str, max_connections: u32) -> MetaResult<SqlMeta> {
+        let sqlite = uri.starts_with("sqlite:");
         if let Some(path) = uri
             .strip_prefix("sqlite://")
             .map(|p| p.split('?').next().unwrap_or(p))
@@ -78,8 +80,13 @@ impl SqlMeta {
         Migrator::up(&db, None).await?;
         Ok(SqlMeta {
             db,
-            write_lock: Some(Mutex::new(())),
+            write_lock: sqlite.then(|| Mutex::new(())),
         })
+    }
+
+    /// True if this is an embedded database only this process writes.
+    pub fn is_embedded(&self) -> bool {
+        self.write_lock.is_some()
     }
 
     async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
