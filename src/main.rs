@@ -1,6 +1,7 @@
 //! Dockyard: a container image hub.
 
 mod api;
+mod auth;
 mod cli;
 mod config;
 mod meta;

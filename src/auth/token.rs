@@ -193,7 +193,7 @@ fn key_id(private_pem: &[u8]) -> Result<String, String> {
     use sha2::Digest as _;
     let text = std::str::from_utf8(private_pem).map_err(|e| e.to_string())?;
     let pair = rcgen::KeyPair::from_pem(text).map_err(|e| format!("reading the key: {e}"))?;
-    let spki = pair.public_key_der();
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&pair);
     let hash = sha2::Sha256::digest(&spki);
     let b32 = base32(&hash[..30]);
     let groups: Vec<&str> = (0..b32.len())

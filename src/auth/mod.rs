@@ -1,0 +1,9 @@
+//! Who may do what: authentication (passwords in the database or an LDAP
+//! directory, API tokens, bearer tokens of the token service), the one
+//! permission resolver every front-end asks, the token service itself,
+//! login throttling and the audit log.
+
+pub mod ldap;
+pub mod password;
+pub mod throttle;
+pub mod token;
