@@ -3,6 +3,7 @@
 //! permission resolver every front-end asks, the token service itself,
 //! login throttling and the audit log.
 
+pub mod ldap;
 pub mod password;
 pub mod throttle;
 pub mod token;
