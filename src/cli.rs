@@ -25,6 +25,34 @@ pub enum Command {
     /// Free the storage of blobs no manifest references (run with the
     /// server stopped; it takes the data directory's lock).
     Gc(GcArgs),
+    /// Manage accounts from the command line.
+    Admin(AdminArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create a system administrator.
+    Create {
+        /// Account name.
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// The password (visible to other local users in the process list;
+        /// prefer --password-stdin).
+        #[arg(long)]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -403,7 +403,10 @@ impl Config {
                 return invalid("authn_ldap.filter", "must contain ${account}");
             }
             if !l.teams.is_empty() && l.groupfilter.is_empty() {
-                return invalid("authn_ldap.groupfilter", "is required to map groups onto teams");
+                return invalid(
+                    "authn_ldap.groupfilter",
+                    "is required to map groups onto teams",
+                );
             }
         }
         if self.audit.retention_days == 0 {

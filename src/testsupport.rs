@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[allow(dead_code)] // each backend's tests use their own
 pub enum Service {
     MariaDb,
     Postgres,

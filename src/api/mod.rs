@@ -1,20 +1,22 @@
 //! HTTP front-ends. Each parses requests into domain types and calls the
-//! registry core; none touches storage or metadata directly.
+//! registry core or the auth service; none touches storage or metadata
+//! directly.
 
+pub mod auth;
 pub mod error;
+pub mod state;
+pub mod uam;
 pub mod v2;
-
-use std::sync::Arc;
 
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::{any, get};
 
-use crate::registry::Registry;
+use state::AppState;
 
 /// The whole HTTP surface of the hub.
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(state: AppState) -> Router {
     let v2 = Router::new()
         .route("/v2", get(v2::base).fallback(v2::base_not_allowed))
         .route("/v2/", get(v2::base).fallback(v2::base_not_allowed))
@@ -22,8 +24,9 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .layer(axum::middleware::map_response(api_version));
     Router::new()
         .merge(v2)
+        .merge(uam::router())
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(registry)
+        .with_state(state)
 }
 
 /// Every v2 answer, errors included, names the API version.

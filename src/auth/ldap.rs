@@ -322,6 +322,7 @@ impl Ldap {
 
     /// Bounds connecting and each operation by `timeout` (and a whole
     /// login by three times that) instead of [`DEFAULT_TIMEOUT`].
+    #[cfg(test)]
     pub fn with_timeout(mut self, timeout: Duration) -> Ldap {
         self.timeout = timeout;
         self

@@ -102,11 +102,20 @@ mod tests {
         }
         assert!(t.check("alice", Some(a)).is_ok());
         t.failed("alice", Some(a));
-        assert!(t.check("alice", Some(b)).is_err(), "the account is blocked from anywhere");
-        assert!(t.check("bob", Some(a)).is_err(), "the address is blocked for any account");
+        assert!(
+            t.check("alice", Some(b)).is_err(),
+            "the account is blocked from anywhere"
+        );
+        assert!(
+            t.check("bob", Some(a)).is_err(),
+            "the address is blocked for any account"
+        );
         assert!(t.check("bob", Some(b)).is_ok());
         t.succeeded("alice");
         assert!(t.check("alice", Some(b)).is_ok());
-        assert!(t.check("alice", Some(a)).is_err(), "the address stays blocked");
+        assert!(
+            t.check("alice", Some(a)).is_err(),
+            "the address stays blocked"
+        );
     }
 }

@@ -130,7 +130,10 @@ impl Verifier {
             }
         }
         if keys.is_empty() {
-            return Err(file_err(path, "no EC or RSA certificate or public key in the bundle"));
+            return Err(file_err(
+                path,
+                "no EC or RSA certificate or public key in the bundle",
+            ));
         }
         Ok(Verifier {
             keys,
@@ -304,13 +307,28 @@ mod tests {
         // Another key.
         let other = tempfile::tempdir().unwrap();
         let (other_issuer, _) = pair(other.path());
-        assert!(verifier.verify(&other_issuer.issue("alice", Vec::new()).0).is_none(), "foreign key");
+        assert!(
+            verifier
+                .verify(&other_issuer.issue("alice", Vec::new()).0)
+                .is_none(),
+            "foreign key"
+        );
         // Wrong audience / issuer.
         let key = dir.path().join("k.pem");
         let wrong_aud = Issuer::load(&key, "iss", "other", Duration::from_secs(60)).unwrap();
-        assert!(verifier.verify(&wrong_aud.issue("alice", Vec::new()).0).is_none(), "audience");
+        assert!(
+            verifier
+                .verify(&wrong_aud.issue("alice", Vec::new()).0)
+                .is_none(),
+            "audience"
+        );
         let wrong_iss = Issuer::load(&key, "evil", "svc", Duration::from_secs(60)).unwrap();
-        assert!(verifier.verify(&wrong_iss.issue("alice", Vec::new()).0).is_none(), "issuer");
+        assert!(
+            verifier
+                .verify(&wrong_iss.issue("alice", Vec::new()).0)
+                .is_none(),
+            "issuer"
+        );
         // Expired.
         let expired = Issuer::load(&key, "iss", "svc", Duration::from_secs(0)).unwrap();
         let (t, _) = expired.issue("alice", Vec::new());

@@ -247,7 +247,7 @@ impl Registry {
     }
 }
 
-fn page_size(n: Option<u32>) -> u32 {
+pub fn page_size(n: Option<u32>) -> u32 {
     n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE)
 }
 

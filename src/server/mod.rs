@@ -17,7 +17,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::cli::{Command, ConfigArg, GcArgs, WebArgs};
+use crate::api::auth::Peer;
+use crate::api::state::AppState;
+use crate::auth::audit::Auditor;
+use crate::auth::service::Auth;
+use crate::cli::{AdminArgs, AdminCommand, Command, ConfigArg, GcArgs, WebArgs};
 use crate::config::{Config, DbDriver, RunMode};
 use crate::meta::MetaStore;
 use crate::meta::cache::CachedMeta;
@@ -36,6 +40,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Web(args) => web(args).await,
         Command::Migrate(arg) => migrate(arg).await,
         Command::Gc(args) => gc(args).await,
+        Command::Admin(args) => admin(args).await,
     }
 }
 
@@ -112,29 +117,45 @@ async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
     }
 }
 
-/// The registry core on the configured stores.
-async fn open_registry(config: &Config) -> anyhow::Result<Arc<Registry>> {
+/// The registry core on the configured stores, and the metadata store.
+async fn open_registry(config: &Config) -> anyhow::Result<(Arc<dyn MetaStore>, Arc<Registry>)> {
     let store: Arc<dyn BlobStore> =
         Arc::new(LocalStore::open(&config.dockyard.path).with_context(|| {
             format!("dockyard.path: opening {}", config.dockyard.path.display())
         })?);
     let meta = open_meta(config).await?;
-    Ok(Registry::new(
-        meta,
+    let registry = Registry::new(
+        meta.clone(),
         store,
         Limits {
             max_manifest_size: config.dockyard.max_manifest_size,
             upload_expiry: config.dockyard.upload_expiry,
         },
-    ))
+    );
+    Ok((meta, registry))
 }
 
 async fn web(args: WebArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     init_logging(&config)?;
     let _lock = lock_data_dir(&config.dockyard.path)?;
-    let registry = open_registry(&config).await?;
+    let (meta, registry) = open_registry(&config).await?;
     registry.spawn_janitor();
+    let audit = Auditor::spawn(meta.clone(), config.audit.retention_days);
+    let auth = if config.dockyard.standalone {
+        tracing::warn!(
+            "STANDALONE MODE: authentication and authorization are OFF; anyone who can reach \
+             this hub may pull, push and delete anything ([dockyard] standalone = true)"
+        );
+        None
+    } else {
+        Some(Arc::new(Auth::new(&config, meta, audit.clone()).await?))
+    };
+    let state = AppState {
+        registry,
+        auth,
+        audit,
+    };
 
     let addr = SocketAddr::new(args.address, args.port);
     let listener = TcpListener::bind(addr)
@@ -145,7 +166,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
     // Tests and scripts wait for this exact line.
     println!("listening on http://{local}");
 
-    serve(listener, crate::api::router(registry)).await;
+    serve(listener, crate::api::router(state)).await;
     Ok(())
 }
 
@@ -166,7 +187,14 @@ async fn serve(listener: TcpListener, app: axum::Router) {
                 };
                 let _ = stream.set_nodelay(true);
                 let io = TokioIo::new(conn::ZeroCopyStream::new(stream));
-                let service = TowerToHyperService::new(app.clone());
+                // Handlers learn the peer address from this extension.
+                let with_peer = tower::ServiceBuilder::new()
+                    .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(Peer(peer));
+                        req
+                    })
+                    .service(app.clone());
+                let service = TowerToHyperService::new(with_peer);
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .serve_connection(io, service);
@@ -213,7 +241,7 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
     let config = load_config(&args.config)?;
     init_logging(&config)?;
     let _lock = lock_data_dir(&config.dockyard.path)?;
-    let registry = open_registry(&config).await?;
+    let (_, registry) = open_registry(&config).await?;
     let r = registry
         .collect_garbage(args.grace, args.dry_run)
         .await
@@ -228,4 +256,36 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
         r.blobs_removed, r.orphans_removed, r.bytes_freed, r.uploads_expired
     );
     Ok(())
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    match args.command {
+        AdminCommand::Create {
+            name,
+            email,
+            password,
+            password_stdin,
+            config,
+        } => {
+            let config = load_config(&config)?;
+            init_logging(&config)?;
+            let password = match (password, password_stdin) {
+                (Some(p), false) => p,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\n', '\r']).to_string()
+                }
+                _ => bail!("give exactly one of --password and --password-stdin"),
+            };
+            let name = crate::auth::names::check_account_name(&name)
+                .map_err(|e| anyhow::anyhow!("name: {e}"))?;
+            let meta = open_meta(&config).await?;
+            let audit = Auditor::spawn(meta.clone(), config.audit.retention_days);
+            let auth = Auth::new(&config, meta, audit).await?;
+            auth.create_admin(&name, &password, email).await?;
+            println!("created system administrator {name}");
+            Ok(())
+        }
+    }
 }

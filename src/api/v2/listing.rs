@@ -5,11 +5,13 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::access::{Who, may_list};
 use super::route::parse_digest;
 use super::{ApiResult, Query, hv};
+use crate::api::state::AppState;
 use crate::registry::digest::Digest;
 use crate::registry::manifest::OCI_INDEX;
-use crate::registry::manifests::Page;
+use crate::registry::manifests::{Page, page_size};
 use crate::registry::name::RepoName;
 use crate::registry::{Registry, RegistryError};
 
@@ -58,9 +60,39 @@ pub async fn tags(reg: &Registry, name: &RepoName, q: &Query) -> ApiResult {
     Ok(with_link(r, &format!("/v2/{name}/tags/list"), &page, n))
 }
 
-pub async fn catalog(reg: &Registry, q: &Query) -> ApiResult {
+/// The catalog, showing only repositories the caller may pull: pages of
+/// the full list are read until `n` visible names are found (or it ends).
+pub async fn catalog(state: &AppState, who: &Who, q: &Query) -> ApiResult {
     let (n, last) = page_params(q)?;
-    let page = reg.catalog(last, n).await?;
+    let reg = &state.registry;
+    let mut page = reg.catalog(last, n).await?;
+    if state.auth.is_some() {
+        let want = page_size(n);
+        let mut visible = Vec::new();
+        let mut more = true;
+        let mut cursor = last.map(str::to_string);
+        // Bounded: a page of up to MAX_PAGE names per round, few rounds.
+        for _ in 0..16 {
+            let batch = reg.catalog(cursor.as_deref(), Some(want)).await?;
+            more = batch.more;
+            cursor = batch.items.last().cloned();
+            for name in batch.items {
+                if visible.len() < want as usize
+                    && let Ok(repo) = name.parse::<RepoName>()
+                    && may_list(state, who, &repo).await
+                {
+                    visible.push(name);
+                }
+            }
+            if visible.len() >= want as usize || !more {
+                break;
+            }
+        }
+        page = Page {
+            items: visible,
+            more,
+        };
+    }
     let r = json_response(
         json!({ "repositories": page.items }),
         "application/json; charset=utf-8",

@@ -1,13 +1,12 @@
 //! The OCI distribution / Docker Registry v2 front-end: parses requests into
 //! domain types, calls the registry core, and writes responses.
 
+mod access;
 mod blobs;
 mod listing;
 mod manifests;
 pub mod route;
 mod uploads;
-
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,9 +14,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
+use super::auth::{Peer, client_addr};
 use super::error::ApiError;
+use super::state::AppState;
+use crate::registry::RegistryError;
+use crate::registry::name::RepoName;
 use crate::registry::uploads as core_uploads;
-use crate::registry::{Registry, RegistryError};
 use route::Route;
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -25,8 +27,15 @@ pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-d
 
 pub type ApiResult = Result<Response, ApiError>;
 
-/// `GET /v2/`: the API version check.
-pub async fn base() -> Response {
+/// `GET /v2/`: the API version check (which also proves credentials).
+pub async fn base(State(state): State<AppState>, req: Request) -> Response {
+    let addr = client_addr(req.headers(), req.extensions().get::<Peer>());
+    let mut query = Query::parse(None);
+    if let Err(r) =
+        access::authorize(&state, None, req.method(), &mut query, req.headers(), addr).await
+    {
+        return r;
+    }
     let mut r = (StatusCode::OK, "{}").into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -41,7 +50,7 @@ pub async fn base_not_allowed(m: Method) -> Response {
 }
 
 /// Every `/v2/...` request other than the version check.
-pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
     let Some(route) = route::parse(path) else {
@@ -51,14 +60,21 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
         Ok(r) => r,
         Err(e) => return ApiError(e).into_response(),
     };
-    let query = Query::parse(parts.uri.query());
+    let mut query = Query::parse(parts.uri.query());
     let h = &parts.headers;
     let m = &parts.method;
+    let addr = client_addr(h, parts.extensions.get::<Peer>());
+    let who = match access::authorize(&state, Some(&route), m, &mut query, h, addr).await {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
+    let reg = &state.registry;
+    let event = audit_event(&route, m);
     let result = match route {
-        Route::Catalog if m == Method::GET => listing::catalog(&reg, &query).await,
-        Route::Tags(name) if m == Method::GET => listing::tags(&reg, &name, &query).await,
+        Route::Catalog if m == Method::GET => listing::catalog(&state, &who, &query).await,
+        Route::Tags(name) if m == Method::GET => listing::tags(reg, &name, &query).await,
         Route::Referrers(name, d) if m == Method::GET => {
-            listing::referrers(&reg, &name, &d, &query).await
+            listing::referrers(reg, &name, &d, &query).await
         }
         Route::Manifest(name, r) => match (m.clone(), r) {
             (Method::PUT, Err(e)) => Err(e.into()),
@@ -66,32 +82,43 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
             (Method::GET | Method::HEAD | Method::DELETE, Err(_)) => {
                 Err(RegistryError::ManifestUnknown.into())
             }
-            (Method::GET, Ok(r)) => manifests::get(&reg, &name, &r, h, false).await,
-            (Method::HEAD, Ok(r)) => manifests::get(&reg, &name, &r, h, true).await,
-            (Method::PUT, Ok(r)) => manifests::put(&reg, &name, &r, h, body).await,
-            (Method::DELETE, Ok(r)) => manifests::delete(&reg, &name, &r).await,
+            (Method::GET, Ok(r)) => manifests::get(reg, &name, &r, h, false).await,
+            (Method::HEAD, Ok(r)) => manifests::get(reg, &name, &r, h, true).await,
+            (Method::PUT, Ok(r)) => manifests::put(reg, &name, &r, h, body).await,
+            (Method::DELETE, Ok(r)) => manifests::delete(reg, &name, &r).await,
             _ => not_allowed(m),
         },
         Route::Blob(name, d) => match *m {
-            Method::GET => blobs::get(&reg, &name, &d, h, false).await,
-            Method::HEAD => blobs::get(&reg, &name, &d, h, true).await,
-            Method::DELETE => blobs::delete(&reg, &name, &d).await,
+            Method::GET => blobs::get(reg, &name, &d, h, false).await,
+            Method::HEAD => blobs::get(reg, &name, &d, h, true).await,
+            Method::DELETE => blobs::delete(reg, &name, &d).await,
             _ => not_allowed(m),
         },
         Route::Uploads(name) if m == Method::POST => {
-            uploads::start(&reg, &name, &query, h, body).await
+            uploads::start(reg, &name, &query, h, body).await
         }
         Route::Upload(name, id) => match *m {
-            Method::GET => uploads::status(&reg, &name, &id).await,
-            Method::PATCH => uploads::patch(&reg, &name, &id, h, body).await,
-            Method::PUT => uploads::put(&reg, &name, &id, &query, h, body).await,
-            Method::DELETE => uploads::cancel(&reg, &name, &id).await,
+            Method::GET => uploads::status(reg, &name, &id).await,
+            Method::PATCH => uploads::patch(reg, &name, &id, h, body).await,
+            Method::PUT => uploads::put(reg, &name, &id, &query, h, body).await,
+            Method::DELETE => uploads::cancel(reg, &name, &id).await,
             _ => not_allowed(m),
         },
         _ => not_allowed(m),
     };
     match result {
-        Ok(r) => r,
+        Ok(r) => {
+            if let Some((action, repo, target)) = event {
+                let digest = r
+                    .headers()
+                    .get(&CONTENT_DIGEST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let created = r.status() == StatusCode::CREATED;
+                record(&state, &who, action, &repo, target, created, digest, addr).await;
+            }
+            r
+        }
         Err(e) => {
             let sends_body = matches!(*m, Method::POST | Method::PUT | Method::PATCH);
             let mut r = e.into_response();
@@ -104,6 +131,54 @@ pub async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Respons
             r
         }
     }
+}
+
+/// What a request means for the audit log, if anything: manifest fetches
+/// are pulls (blob fetches are not logged: every pull fetches a manifest),
+/// a finished blob upload or a manifest put is a push, deletes are deletes.
+fn audit_event(route: &Route, m: &Method) -> Option<(&'static str, RepoName, Option<String>)> {
+    match (route, m) {
+        (Route::Manifest(n, Ok(r)), &Method::GET) => Some(("pull", n.clone(), Some(r.to_string()))),
+        (Route::Manifest(n, Ok(r)), &Method::PUT) => Some(("push", n.clone(), Some(r.to_string()))),
+        (Route::Manifest(n, Ok(r)), &Method::DELETE) => {
+            Some(("delete", n.clone(), Some(r.to_string())))
+        }
+        (Route::Blob(n, d), &Method::DELETE) => Some(("delete", n.clone(), Some(d.to_string()))),
+        (Route::Uploads(n), &Method::POST) | (Route::Upload(n, _), &Method::PUT) => {
+            Some(("push", n.clone(), None))
+        }
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Records a successful request; uploads count only when a blob was
+/// committed (201), with its digest.
+async fn record(
+    state: &AppState,
+    who: &access::Who,
+    action: &str,
+    repo: &RepoName,
+    target: Option<String>,
+    created: bool,
+    digest: Option<String>,
+    addr: Option<std::net::IpAddr>,
+) {
+    let target = match target {
+        Some(t) => Some(t),
+        None if created => digest,
+        None => return,
+    };
+    state
+        .audit
+        .record(
+            &who.name,
+            action,
+            Some(repo.as_str()),
+            target.as_deref(),
+            addr,
+        )
+        .await;
 }
 
 fn not_allowed(m: &Method) -> ApiResult {
@@ -127,6 +202,10 @@ impl Query {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
     }
 }
 
