@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod cache;
+pub mod redis;
 pub mod sql;
 
 use async_trait::async_trait;
