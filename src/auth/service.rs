@@ -256,7 +256,14 @@ impl Auth {
                 self.verified.remember(name, secret);
                 Ok(Some(principal_of(&u)))
             }
-            _ => Ok(None),
+            _ => {
+                // An unknown name costs as much as a wrong password, so
+                // timing does not tell which accounts exist.
+                static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+                let dummy = DUMMY.get_or_init(|| password::hash("no such account")).await;
+                let _ = password::verify(secret, dummy).await;
+                Ok(None)
+            }
         }
     }
 
