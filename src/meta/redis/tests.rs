@@ -21,16 +21,23 @@ use crate::registry::digest::{Algorithm, Digest};
 use crate::registry::name::{RepoName, Tag};
 use crate::testsupport::{Service, start};
 
+/// The test Redis, started once per test binary.
+fn redis_url() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| start(Service::Redis))
+}
+
 /// A store on the test Redis under a prefix no other test uses.
 async fn fresh() -> RedisMeta {
-    let url = start(Service::Redis);
     let prefix = format!("dytest-{}", uuid::Uuid::new_v4().simple());
-    RedisMeta::open(&url, &prefix).await.expect("open redis")
+    RedisMeta::open(redis_url(), &prefix)
+        .await
+        .expect("open redis")
 }
 
 /// Another handle (own connection) on the same data as `m`.
 async fn same_data(m: &RedisMeta) -> RedisMeta {
-    RedisMeta::open(&start(Service::Redis), &m.prefix)
+    RedisMeta::open(redis_url(), &m.prefix)
         .await
         .expect("open redis")
 }
@@ -1132,6 +1139,99 @@ async fn audit_log() {
     m.wipe().await;
 }
 
+/// Manifest bodies are bytes, of any size the registry allows; names
+/// with `%` and `:` in them do not confuse the key layout.
+#[tokio::test]
+async fn binary_bodies_and_odd_names() {
+    let m = fresh().await;
+    let r = repo("acme/bin");
+    let b = digest("bin");
+    m.link_blob(&r, &b, 1).await.unwrap();
+    let mut x = manifest("bin", &[&b], &[]);
+    let body: Vec<u8> = (0..4 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+    x.body = Bytes::from(body);
+    x.media_type = "application/octet-stream; \u{0} \u{ff}".into();
+    assert!(
+        m.put_manifest(&r, &x, Some(&tag("big")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (mt, got) = m.manifest_by_digest(&r, &x.digest).await.unwrap().unwrap();
+    assert_eq!((mt, got), (x.media_type.clone(), x.body.clone()));
+    let refs = m.referrers(&r, &b, None, None, 10).await.unwrap();
+    assert!(refs.is_empty());
+
+    // An org "a:b" and an org "a" with team "b:..." must not share keys.
+    for u in ["u", "a", "a:b", "a%3Ab"] {
+        m.create_user(&user(&format!("user-{u}"), SystemRole::Member))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    m.create_org(&org("a:b"), "user-a:b")
+        .await
+        .unwrap()
+        .unwrap();
+    m.create_org(&org("a"), "user-a").await.unwrap().unwrap();
+    m.create_org(&org("a%3Ab"), "user-a%3Ab")
+        .await
+        .unwrap()
+        .unwrap();
+    let t = |o: &str, n: &str| Team {
+        org: o.into(),
+        name: n.into(),
+        comment: None,
+    };
+    m.create_team(&t("a:b", "c"), Some("user-a:b"))
+        .await
+        .unwrap()
+        .unwrap();
+    m.create_team(&t("a", "b:c"), Some("user-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    m.create_team(&t("a%3Ab", "c"), Some("user-a%3Ab"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        m.team_members("a:b", "c").await.unwrap(),
+        [("user-a:b".to_string(), TeamRole::Admin)]
+    );
+    assert_eq!(
+        m.team_members("a", "b:c").await.unwrap(),
+        [("user-a".to_string(), TeamRole::Admin)]
+    );
+    assert_eq!(
+        m.team_members("a%3Ab", "c").await.unwrap(),
+        [("user-a%3Ab".to_string(), TeamRole::Admin)]
+    );
+    assert_eq!(
+        m.user_teams("a:b", "user-a:b").await.unwrap(),
+        [("c".to_string(), TeamRole::Admin)]
+    );
+    m.delete_org("a:b").await.unwrap().unwrap();
+    assert_eq!(m.team_members("a%3Ab", "c").await.unwrap().len(), 1);
+    assert_eq!(m.team_members("a", "b:c").await.unwrap().len(), 1);
+    m.check_consistency().await;
+    m.wipe().await;
+}
+
+#[tokio::test]
+async fn open_fails_cleanly_without_a_server() {
+    let err = RedisMeta::open("redis://127.0.0.1:1/", "x").await.err();
+    assert!(
+        matches!(err, Some(crate::meta::MetaError::Backend(_))),
+        "{err:?}"
+    );
+    let err = RedisMeta::open("http://nope", "x").await.err();
+    assert!(
+        matches!(err, Some(crate::meta::MetaError::Backend(_))),
+        "{err:?}"
+    );
+}
+
 /// Two prefixes on one server see nothing of each other.
 #[tokio::test]
 async fn prefixes_are_separate() {
@@ -1166,8 +1266,9 @@ async fn racing_creates_have_one_winner() {
             let s = same_data(&m).await;
             let name = name.clone();
             tasks.push(tokio::spawn(async move {
-                // Half try a user, half an organisation of the same name.
-                if i % 2 == 0 {
+                // In even rounds all eight create the user; in odd rounds
+                // half try an organisation of the same name instead.
+                if i % 2 == 0 || round % 2 == 0 {
                     s.create_user(&user(&name, SystemRole::Member))
                         .await
                         .unwrap()
