@@ -169,11 +169,13 @@ pub fn throttled(wait: std::time::Duration) -> Response {
     r
 }
 
+/// The account store or the directory failed: the hub cannot tell who the
+/// caller is right now.
 pub fn backend_error(e: &str) -> Response {
     tracing::error!(error = %e, "authentication backend failed");
     error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "UNKNOWN",
-        "authentication backend failed",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "authentication backend is unavailable",
     )
 }

@@ -156,6 +156,12 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether accounts come from a directory (then nobody signs up: a
+    /// name could be taken before its directory user first logs in).
+    pub fn uses_directory(&self) -> bool {
+        matches!(self.authenticator, Authenticator::Ldap { .. })
+    }
+
     pub fn service(&self) -> &str {
         &self.service
     }
@@ -260,7 +266,9 @@ impl Auth {
                 // An unknown name costs as much as a wrong password, so
                 // timing does not tell which accounts exist.
                 static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-                let dummy = DUMMY.get_or_init(|| password::hash("no such account")).await;
+                let dummy = DUMMY
+                    .get_or_init(|| password::hash("no such account"))
+                    .await;
                 let _ = password::verify(secret, dummy).await;
                 Ok(None)
             }

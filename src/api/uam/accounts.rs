@@ -87,6 +87,11 @@ async fn create(ctx: &Ctx, body: NewUser, role: SystemRole, actor: &str) -> UamR
 
 /// `POST /uam/user/signup` — anyone may create an ordinary account.
 pub async fn signup(ctx: Ctx, req: Request) -> UamResult {
+    if ctx.auth.uses_directory() {
+        return Err(UamError::Forbidden(
+            "accounts come from the directory: log in with your directory password".into(),
+        ));
+    }
     let body: NewUser = json_body(req).await?;
     if body.role.is_some() {
         return Err(invalid("role cannot be chosen at sign-up"));

@@ -115,6 +115,8 @@ pub enum UamError {
     Throttled(std::time::Duration),
     /// The hub runs standalone: there are no accounts.
     Standalone,
+    /// The account store or the directory cannot be reached.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -157,6 +159,14 @@ impl IntoResponse for UamError {
                 "this hub runs standalone: it has no accounts ([dockyard] standalone = true)"
                     .to_string(),
             ),
+            UamError::Unavailable(m) => {
+                tracing::error!(error = %m, "authentication backend failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "authentication backend is unavailable".to_string(),
+                )
+            }
             UamError::Internal(m) => {
                 tracing::error!(error = %m, "/uam internal error");
                 (
@@ -240,7 +250,7 @@ impl Ctx {
             )),
             Err(LoginError::Invalid) => Err(UamError::Unauthorized),
             Err(LoginError::Throttled(d)) => Err(UamError::Throttled(d)),
-            Err(LoginError::Backend(e)) => Err(UamError::Internal(e)),
+            Err(LoginError::Backend(e)) => Err(UamError::Unavailable(e)),
         }
     }
 
