@@ -71,13 +71,27 @@ const TAG_LEN: u32 = 128;
 
 /// Names, tags and digests compare and sort byte by byte on every
 /// backend (MySQL and PostgreSQL would otherwise fold case or sort by
-/// locale).
+/// locale). On MySQL every table says so too (see [`table`]).
 pub fn binary_collation(backend: DbBackend, c: &mut ColumnDef) -> &mut ColumnDef {
     match backend {
         DbBackend::MySql => c.extra("COLLATE utf8mb4_bin"),
         DbBackend::Postgres => c.extra("COLLATE \"C\""),
         _ => c,
     }
+}
+
+/// `CREATE TABLE` with, on MySQL, InnoDB, utf8mb4 (whatever the database's
+/// default character set) and the binary collation for every text column
+/// (whatever the database's default collation).
+pub fn table(backend: DbBackend, name: impl IntoIden) -> TableCreateStatement {
+    let mut t = Table::create();
+    t.table(name);
+    if backend == DbBackend::MySql {
+        t.engine("InnoDB")
+            .character_set("utf8mb4")
+            .collate("utf8mb4_bin");
+    }
+    t
 }
 
 pub fn text_key(backend: DbBackend, col: impl IntoIden, len: u32) -> ColumnDef {
@@ -122,8 +136,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let backend = m.get_database_backend();
         m.create_table(
-            Table::create()
-                .table(Repositories::Table)
+            table(backend, Repositories::Table)
                 .col(name(backend, Repositories::Name).primary_key())
                 .col(name(backend, Repositories::Namespace))
                 .col(
@@ -146,8 +159,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(Blobs::Table)
+            table(backend, Blobs::Table)
                 .col(digest(backend, Blobs::Digest).primary_key())
                 .col(big(Blobs::Size))
                 .col(big(Blobs::CreatedAt))
@@ -155,8 +167,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(RepoBlobs::Table)
+            table(backend, RepoBlobs::Table)
                 .col(name(backend, RepoBlobs::Repo))
                 .col(digest(backend, RepoBlobs::Digest))
                 .col(big(RepoBlobs::CreatedAt))
@@ -173,8 +184,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(Manifests::Table)
+            table(backend, Manifests::Table)
                 .col(name(backend, Manifests::Repo))
                 .col(digest(backend, Manifests::Digest))
                 .col(name(backend, Manifests::MediaType))
@@ -186,11 +196,12 @@ impl MigrationTrait for Migration {
                         .string_len(DIGEST_LEN)
                         .null(),
                 ))
-                .col(
+                .col(binary_collation(
+                    backend,
                     ColumnDef::new(Manifests::ArtifactType)
                         .string_len(NAME_LEN)
                         .null(),
-                )
+                ))
                 .col(large_text_null(backend, Manifests::Annotations))
                 .col(big(Manifests::CreatedAt))
                 .primary_key(Index::create().col(Manifests::Repo).col(Manifests::Digest))
@@ -207,8 +218,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(ManifestRefs::Table)
+            table(backend, ManifestRefs::Table)
                 .col(name(backend, ManifestRefs::Repo))
                 .col(digest(backend, ManifestRefs::Manifest))
                 .col(digest(backend, ManifestRefs::Target))
@@ -235,8 +245,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(Tags::Table)
+            table(backend, Tags::Table)
                 .col(name(backend, Tags::Repo))
                 .col(text_key(backend, Tags::Name, TAG_LEN))
                 .col(digest(backend, Tags::Digest))

@@ -3,7 +3,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use super::m20261123_000001_registry::{NAME_LEN, big, text_key};
+use super::m20261123_000001_registry::{NAME_LEN, big, table, text_key};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -112,8 +112,7 @@ impl MigrationTrait for Migration {
         let b = m.get_database_backend();
         let key = |col| text_key(b, col, NAME_LEN);
         m.create_table(
-            Table::create()
-                .table(Users::Table)
+            table(b, Users::Table)
                 .col(text_key(b, Users::Name, NAME_LEN).primary_key())
                 .col(string_null(Users::Email))
                 .col(ColumnDef::new(Users::PasswordHash).text().not_null())
@@ -127,8 +126,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(Organizations::Table)
+            table(b, Organizations::Table)
                 .col(text_key(b, Organizations::Name, NAME_LEN).primary_key())
                 .col(string_null(Organizations::Email))
                 .col(text_null(Organizations::Comment))
@@ -140,8 +138,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(OrgMembers::Table)
+            table(b, OrgMembers::Table)
                 .col(key(OrgMembers::Org.into_iden()))
                 .col(key(OrgMembers::User.into_iden()))
                 .col(small(OrgMembers::Role))
@@ -158,8 +155,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(Teams::Table)
+            table(b, Teams::Table)
                 .col(key(Teams::Org.into_iden()))
                 .col(key(Teams::Name.into_iden()))
                 .col(text_null(Teams::Comment))
@@ -168,8 +164,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(TeamMembers::Table)
+            table(b, TeamMembers::Table)
                 .col(key(TeamMembers::Org.into_iden()))
                 .col(key(TeamMembers::Team.into_iden()))
                 .col(key(TeamMembers::User.into_iden()))
@@ -192,8 +187,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(TeamRepos::Table)
+            table(b, TeamRepos::Table)
                 .col(key(TeamRepos::Org.into_iden()))
                 .col(key(TeamRepos::Team.into_iden()))
                 .col(key(TeamRepos::Repo.into_iden()))
@@ -216,8 +210,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(ApiTokens::Table)
+            table(b, ApiTokens::Table)
                 .col(text_key(b, ApiTokens::Id, 64).primary_key())
                 .col(key(ApiTokens::User.into_iden()))
                 .col(
@@ -245,8 +238,7 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_table(
-            Table::create()
-                .table(AuditEvents::Table)
+            table(b, AuditEvents::Table)
                 .col(
                     ColumnDef::new(AuditEvents::Id)
                         .big_integer()

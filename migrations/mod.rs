@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_registry;
 mod m20261123_000002_accounts;
+mod m20261123_000003_namespaces;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_registry::Migration),
             Box::new(m20261123_000002_accounts::Migration),
+            Box::new(m20261123_000003_namespaces::Migration),
         ]
     }
 }

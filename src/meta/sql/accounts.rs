@@ -1,16 +1,19 @@
-//! `AccountStore` and `AuditStore` on SQL.
+//! `AccountStore` and `AuditStore` on SQL. Write transactions run through
+//! `write_txn!` (see the parent module for how races are handled): checks
+//! that guard an insert lock what they found (`FOR SHARE`), read-modify-write
+//! updates lock the row (`FOR UPDATE`), and names are unique by key.
 
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::SqlMeta;
 use super::entity::{
-    api_tokens, audit_events, manifest_refs, manifests, org_members, organizations, repo_blobs,
-    repositories, tags, team_members, team_repos, teams, users,
+    api_tokens, audit_events, manifest_refs, manifests, namespace_kind, namespaces, org_members,
+    organizations, repo_blobs, repositories, tags, team_members, team_repos, teams, users,
 };
 use crate::meta::accounts::{
     AccountStore, ApiToken, Change, NamespaceKind, OrgRole, OrgUpdate, Organization, Permit,
@@ -91,79 +94,100 @@ fn missing(what: impl std::fmt::Display) -> Change {
     Err(Refusal::Missing(what.to_string()))
 }
 
-async fn user_exists(c: &impl ConnectionTrait, name: &str) -> MetaResult<bool> {
-    Ok(users::Entity::find_by_id(name).one(c).await?.is_some())
+fn exists(what: impl std::fmt::Display) -> Change {
+    Err(Refusal::Exists(what.to_string()))
 }
 
-async fn org_exists(c: &impl ConnectionTrait, name: &str) -> MetaResult<bool> {
-    Ok(organizations::Entity::find_by_id(name)
+fn invalid(what: impl std::fmt::Display) -> Change {
+    Err(Refusal::Invalid(what.to_string()))
+}
+
+// The checks below lock the row they find until the transaction ends, so
+// that a concurrent delete waits (or, if it came first, is seen).
+
+async fn user_exists(c: &impl ConnectionTrait, name: &str) -> Result<bool, DbErr> {
+    Ok(users::Entity::find_by_id(name)
+        .lock_shared()
         .one(c)
         .await?
         .is_some())
 }
 
-async fn is_org_member(c: &impl ConnectionTrait, org: &str, user: &str) -> MetaResult<bool> {
+async fn org_exists(c: &impl ConnectionTrait, name: &str) -> Result<bool, DbErr> {
+    Ok(organizations::Entity::find_by_id(name)
+        .lock_shared()
+        .one(c)
+        .await?
+        .is_some())
+}
+
+async fn team_exists(c: &impl ConnectionTrait, org: &str, team: &str) -> Result<bool, DbErr> {
     Ok(
-        org_members::Entity::find_by_id((org.to_string(), user.to_string()))
+        teams::Entity::find_by_id((org.to_string(), team.to_string()))
+            .lock_shared()
             .one(c)
             .await?
             .is_some(),
     )
 }
 
-impl SqlMeta {
-    /// Runs `f` in a write transaction (serialized on SQLite), committing
-    /// only if it returns `Ok(Ok(_))`.
-    async fn write_txn<T, F>(&self, f: F) -> MetaResult<Result<T, Refusal>>
-    where
-        F: for<'t> FnOnce(
-                &'t DatabaseTransaction,
-            ) -> std::pin::Pin<
-                Box<dyn Future<Output = MetaResult<Result<T, Refusal>>> + Send + 't>,
-            > + Send,
-        T: Send,
-    {
-        let _w = self.write_guard().await;
-        let txn = self.db.begin().await?;
-        let r = f(&txn).await?;
-        if r.is_ok() {
-            txn.commit().await?;
-        } else {
-            txn.rollback().await?;
-        }
-        Ok(r)
-    }
+async fn is_org_member(c: &impl ConnectionTrait, org: &str, user: &str) -> Result<bool, DbErr> {
+    Ok(
+        org_members::Entity::find_by_id((org.to_string(), user.to_string()))
+            .lock_shared()
+            .one(c)
+            .await?
+            .is_some(),
+    )
+}
+
+/// Whether a user or an organisation has the name. A racing creation is
+/// caught by the `namespaces` key instead.
+async fn namespace_taken(c: &impl ConnectionTrait, name: &str) -> Result<bool, DbErr> {
+    Ok(namespaces::Entity::find_by_id(name).one(c).await?.is_some())
+}
+
+async fn take_namespace(c: &impl ConnectionTrait, name: &str, kind: i16) -> Result<(), DbErr> {
+    namespaces::Entity::insert(namespaces::ActiveModel {
+        name: Set(name.to_string()),
+        kind: Set(kind),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+async fn free_namespace(c: &impl ConnectionTrait, name: &str) -> Result<(), DbErr> {
+    namespaces::Entity::delete_by_id(name).exec(c).await?;
+    Ok(())
 }
 
 #[async_trait]
 impl AccountStore for SqlMeta {
     async fn create_user(&self, u: &User) -> MetaResult<Change> {
-        let u = u.clone();
-        self.write_txn(|t| {
-            Box::pin(async move {
-                if org_exists(t, &u.name).await? || user_exists(t, &u.name).await? {
-                    return Ok(Err(Refusal::Exists(format!("name {}", u.name))));
-                }
-                users::Entity::insert(users::ActiveModel {
-                    name: Set(u.name.clone()),
-                    email: Set(u.email.clone()),
-                    password_hash: Set(u.password_hash.clone()),
-                    realname: Set(u.realname.clone()),
-                    comment: Set(u.comment.clone()),
-                    role: Set(code_of(u.role)),
-                    source: Set(match u.source {
-                        UserSource::Db => "db".into(),
-                        UserSource::Ldap => "ldap".into(),
-                    }),
-                    created_at: Set(u.created_at),
-                    updated_at: Set(u.updated_at),
-                })
-                .exec_without_returning(t)
-                .await?;
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            if namespace_taken(&t, &u.name).await? {
+                return Ok(exists(format!("name {}", u.name)));
+            }
+            take_namespace(&t, &u.name, namespace_kind::USER).await?;
+            users::Entity::insert(users::ActiveModel {
+                name: Set(u.name.clone()),
+                email: Set(u.email.clone()),
+                password_hash: Set(u.password_hash.clone()),
+                realname: Set(u.realname.clone()),
+                comment: Set(u.comment.clone()),
+                role: Set(code_of(u.role)),
+                source: Set(match u.source {
+                    UserSource::Db => "db".into(),
+                    UserSource::Ldap => "ldap".into(),
+                }),
+                created_at: Set(u.created_at),
+                updated_at: Set(u.updated_at),
             })
+            .exec_without_returning(&t)
+            .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn user(&self, name: &str) -> MetaResult<Option<User>> {
@@ -189,60 +213,57 @@ impl AccountStore for SqlMeta {
     }
 
     async fn update_user(&self, name: &str, up: &UserUpdate, now: i64) -> MetaResult<Change> {
-        let (name, up) = (name.to_string(), up.clone());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let Some(m) = users::Entity::find_by_id(name.clone()).one(t).await? else {
-                    return Ok(missing(format!("user {name}")));
-                };
-                let mut am: users::ActiveModel = m.into();
-                if let Some(v) = up.email {
-                    am.email = Set(Some(v));
-                }
-                if let Some(v) = up.realname {
-                    am.realname = Set(Some(v));
-                }
-                if let Some(v) = up.comment {
-                    am.comment = Set(Some(v));
-                }
-                if let Some(v) = up.password_hash {
-                    am.password_hash = Set(v);
-                }
-                if let Some(v) = up.role {
-                    am.role = Set(code_of(v));
-                }
-                am.updated_at = Set(now);
-                users::Entity::update(am).exec(t).await?;
-                Ok(Ok(()))
-            })
+        write_txn!(self, |t| {
+            let Some(m) = users::Entity::find_by_id(name)
+                .lock_exclusive()
+                .one(&t)
+                .await?
+            else {
+                return Ok(missing(format!("user {name}")));
+            };
+            let mut am: users::ActiveModel = m.into();
+            if let Some(v) = &up.email {
+                am.email = Set(Some(v.clone()));
+            }
+            if let Some(v) = &up.realname {
+                am.realname = Set(Some(v.clone()));
+            }
+            if let Some(v) = &up.comment {
+                am.comment = Set(Some(v.clone()));
+            }
+            if let Some(v) = &up.password_hash {
+                am.password_hash = Set(v.clone());
+            }
+            if let Some(v) = up.role {
+                am.role = Set(code_of(v));
+            }
+            am.updated_at = Set(now);
+            users::Entity::update(am).exec(&t).await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn delete_user(&self, name: &str) -> MetaResult<Change> {
-        let name = name.to_string();
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let r = users::Entity::delete_by_id(name.clone()).exec(t).await?;
-                if r.rows_affected == 0 {
-                    return Ok(missing(format!("user {name}")));
-                }
-                org_members::Entity::delete_many()
-                    .filter(org_members::Column::User.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                team_members::Entity::delete_many()
-                    .filter(team_members::Column::User.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                api_tokens::Entity::delete_many()
-                    .filter(api_tokens::Column::User.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                Ok(Ok(()))
-            })
+        write_txn!(self, |t| {
+            let r = users::Entity::delete_by_id(name).exec(&t).await?;
+            if r.rows_affected == 0 {
+                return Ok(missing(format!("user {name}")));
+            }
+            free_namespace(&t, name).await?;
+            org_members::Entity::delete_many()
+                .filter(org_members::Column::User.eq(name))
+                .exec(&t)
+                .await?;
+            team_members::Entity::delete_many()
+                .filter(team_members::Column::User.eq(name))
+                .exec(&t)
+                .await?;
+            api_tokens::Entity::delete_many()
+                .filter(api_tokens::Column::User.eq(name))
+                .exec(&t)
+                .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn admin_count(&self) -> MetaResult<u64> {
@@ -253,37 +274,34 @@ impl AccountStore for SqlMeta {
     }
 
     async fn create_org(&self, o: &Organization, creator: &str) -> MetaResult<Change> {
-        let (o, creator) = (o.clone(), creator.to_string());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                if org_exists(t, &o.name).await? || user_exists(t, &o.name).await? {
-                    return Ok(Err(Refusal::Exists(format!("name {}", o.name))));
-                }
-                if !user_exists(t, &creator).await? {
-                    return Ok(missing(format!("user {creator}")));
-                }
-                organizations::Entity::insert(organizations::ActiveModel {
-                    name: Set(o.name.clone()),
-                    email: Set(o.email.clone()),
-                    comment: Set(o.comment.clone()),
-                    url: Set(o.url.clone()),
-                    location: Set(o.location.clone()),
-                    member_privilege: Set(code_of(o.member_privilege)),
-                    created_at: Set(o.created_at),
-                })
-                .exec_without_returning(t)
-                .await?;
-                org_members::Entity::insert(org_members::ActiveModel {
-                    org: Set(o.name.clone()),
-                    user: Set(creator),
-                    role: Set(code_of(OrgRole::Admin)),
-                })
-                .exec_without_returning(t)
-                .await?;
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            if namespace_taken(&t, &o.name).await? {
+                return Ok(exists(format!("name {}", o.name)));
+            }
+            if !user_exists(&t, creator).await? {
+                return Ok(missing(format!("user {creator}")));
+            }
+            take_namespace(&t, &o.name, namespace_kind::ORGANIZATION).await?;
+            organizations::Entity::insert(organizations::ActiveModel {
+                name: Set(o.name.clone()),
+                email: Set(o.email.clone()),
+                comment: Set(o.comment.clone()),
+                url: Set(o.url.clone()),
+                location: Set(o.location.clone()),
+                member_privilege: Set(code_of(o.member_privilege)),
+                created_at: Set(o.created_at),
             })
+            .exec_without_returning(&t)
+            .await?;
+            org_members::Entity::insert(org_members::ActiveModel {
+                org: Set(o.name.clone()),
+                user: Set(creator.to_string()),
+                role: Set(code_of(OrgRole::Admin)),
+            })
+            .exec_without_returning(&t)
+            .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn org(&self, name: &str) -> MetaResult<Option<Organization>> {
@@ -309,127 +327,114 @@ impl AccountStore for SqlMeta {
     }
 
     async fn update_org(&self, name: &str, up: &OrgUpdate) -> MetaResult<Change> {
-        let (name, up) = (name.to_string(), up.clone());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let Some(m) = organizations::Entity::find_by_id(name.clone())
-                    .one(t)
-                    .await?
-                else {
-                    return Ok(missing(format!("organization {name}")));
-                };
-                let mut am: organizations::ActiveModel = m.into();
-                if let Some(v) = up.email {
-                    am.email = Set(Some(v));
-                }
-                if let Some(v) = up.comment {
-                    am.comment = Set(Some(v));
-                }
-                if let Some(v) = up.url {
-                    am.url = Set(Some(v));
-                }
-                if let Some(v) = up.location {
-                    am.location = Set(Some(v));
-                }
-                if let Some(v) = up.member_privilege {
-                    am.member_privilege = Set(code_of(v));
-                }
-                organizations::Entity::update(am).exec(t).await?;
-                Ok(Ok(()))
-            })
+        write_txn!(self, |t| {
+            let Some(m) = organizations::Entity::find_by_id(name)
+                .lock_exclusive()
+                .one(&t)
+                .await?
+            else {
+                return Ok(missing(format!("organization {name}")));
+            };
+            let mut am: organizations::ActiveModel = m.into();
+            if let Some(v) = &up.email {
+                am.email = Set(Some(v.clone()));
+            }
+            if let Some(v) = &up.comment {
+                am.comment = Set(Some(v.clone()));
+            }
+            if let Some(v) = &up.url {
+                am.url = Set(Some(v.clone()));
+            }
+            if let Some(v) = &up.location {
+                am.location = Set(Some(v.clone()));
+            }
+            if let Some(v) = up.member_privilege {
+                am.member_privilege = Set(code_of(v));
+            }
+            organizations::Entity::update(am).exec(&t).await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn delete_org(&self, name: &str) -> MetaResult<Change> {
-        let name = name.to_string();
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let r = organizations::Entity::delete_by_id(name.clone())
-                    .exec(t)
-                    .await?;
-                if r.rows_affected == 0 {
-                    return Ok(missing(format!("organization {name}")));
-                }
-                org_members::Entity::delete_many()
-                    .filter(org_members::Column::Org.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                teams::Entity::delete_many()
-                    .filter(teams::Column::Org.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                team_members::Entity::delete_many()
-                    .filter(team_members::Column::Org.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                team_repos::Entity::delete_many()
-                    .filter(team_repos::Column::Org.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                Ok(Ok(()))
-            })
+        write_txn!(self, |t| {
+            let r = organizations::Entity::delete_by_id(name).exec(&t).await?;
+            if r.rows_affected == 0 {
+                return Ok(missing(format!("organization {name}")));
+            }
+            free_namespace(&t, name).await?;
+            org_members::Entity::delete_many()
+                .filter(org_members::Column::Org.eq(name))
+                .exec(&t)
+                .await?;
+            teams::Entity::delete_many()
+                .filter(teams::Column::Org.eq(name))
+                .exec(&t)
+                .await?;
+            team_members::Entity::delete_many()
+                .filter(team_members::Column::Org.eq(name))
+                .exec(&t)
+                .await?;
+            team_repos::Entity::delete_many()
+                .filter(team_repos::Column::Org.eq(name))
+                .exec(&t)
+                .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn namespace_kind(&self, name: &str) -> MetaResult<Option<NamespaceKind>> {
-        if user_exists(&self.db, name).await? {
-            Ok(Some(NamespaceKind::User))
-        } else if org_exists(&self.db, name).await? {
-            Ok(Some(NamespaceKind::Organization))
-        } else {
-            Ok(None)
+        let Some(m) = namespaces::Entity::find_by_id(name).one(&self.db).await? else {
+            return Ok(None);
+        };
+        match m.kind {
+            namespace_kind::USER => Ok(Some(NamespaceKind::User)),
+            namespace_kind::ORGANIZATION => Ok(Some(NamespaceKind::Organization)),
+            other => Err(MetaError::Corrupt(format!(
+                "namespace {name:?} has kind {other}"
+            ))),
         }
     }
 
     async fn set_org_member(&self, org: &str, user: &str, role: OrgRole) -> MetaResult<Change> {
-        let (org, user) = (org.to_string(), user.to_string());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                if !org_exists(t, &org).await? {
-                    return Ok(missing(format!("organization {org}")));
-                }
-                if !user_exists(t, &user).await? {
-                    return Ok(missing(format!("user {user}")));
-                }
-                org_members::Entity::insert(org_members::ActiveModel {
-                    org: Set(org),
-                    user: Set(user),
-                    role: Set(code_of(role)),
-                })
-                .on_conflict(
-                    OnConflict::columns([org_members::Column::Org, org_members::Column::User])
-                        .update_column(org_members::Column::Role)
-                        .to_owned(),
-                )
-                .exec_without_returning(t)
-                .await?;
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            if !org_exists(&t, org).await? {
+                return Ok(missing(format!("organization {org}")));
+            }
+            if !user_exists(&t, user).await? {
+                return Ok(missing(format!("user {user}")));
+            }
+            org_members::Entity::insert(org_members::ActiveModel {
+                org: Set(org.to_string()),
+                user: Set(user.to_string()),
+                role: Set(code_of(role)),
             })
+            .on_conflict(
+                OnConflict::columns([org_members::Column::Org, org_members::Column::User])
+                    .update_column(org_members::Column::Role)
+                    .to_owned(),
+            )
+            .exec_without_returning(&t)
+            .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn remove_org_member(&self, org: &str, user: &str) -> MetaResult<Change> {
-        let (org, user) = (org.to_string(), user.to_string());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let r = org_members::Entity::delete_by_id((org.clone(), user.clone()))
-                    .exec(t)
-                    .await?;
-                if r.rows_affected == 0 {
-                    return Ok(missing(format!("{user} in organization {org}")));
-                }
-                team_members::Entity::delete_many()
-                    .filter(team_members::Column::Org.eq(org))
-                    .filter(team_members::Column::User.eq(user))
-                    .exec(t)
-                    .await?;
-                Ok(Ok(()))
-            })
+        write_txn!(self, |t| {
+            let r = org_members::Entity::delete_by_id((org.to_string(), user.to_string()))
+                .exec(&t)
+                .await?;
+            if r.rows_affected == 0 {
+                return Ok(missing(format!("{user} in organization {org}")));
+            }
+            team_members::Entity::delete_many()
+                .filter(team_members::Column::Org.eq(org))
+                .filter(team_members::Column::User.eq(user))
+                .exec(&t)
+                .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn org_members(&self, org: &str) -> MetaResult<Vec<(String, OrgRole)>> {
@@ -463,46 +468,41 @@ impl AccountStore for SqlMeta {
     }
 
     async fn create_team(&self, team: &Team, creator: Option<&str>) -> MetaResult<Change> {
-        let (team, creator) = (team.clone(), creator.map(str::to_string));
-        self.write_txn(|t| {
-            Box::pin(async move {
-                if !org_exists(t, &team.org).await? {
-                    return Ok(missing(format!("organization {}", team.org)));
-                }
-                let key = (team.org.clone(), team.name.clone());
-                if teams::Entity::find_by_id(key).one(t).await?.is_some() {
-                    return Ok(Err(Refusal::Exists(format!(
-                        "team {} in {}",
-                        team.name, team.org
-                    ))));
-                }
-                teams::Entity::insert(teams::ActiveModel {
-                    org: Set(team.org.clone()),
-                    name: Set(team.name.clone()),
-                    comment: Set(team.comment.clone()),
-                })
-                .exec_without_returning(t)
-                .await?;
-                if let Some(creator) = creator {
-                    if !is_org_member(t, &team.org, &creator).await? {
-                        return Ok(Err(Refusal::Invalid(format!(
-                            "{creator} is not a member of organization {}",
-                            team.org
-                        ))));
-                    }
-                    team_members::Entity::insert(team_members::ActiveModel {
-                        org: Set(team.org.clone()),
-                        team: Set(team.name.clone()),
-                        user: Set(creator),
-                        role: Set(code_of(TeamRole::Admin)),
-                    })
-                    .exec_without_returning(t)
-                    .await?;
-                }
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            if !org_exists(&t, &team.org).await? {
+                return Ok(missing(format!("organization {}", team.org)));
+            }
+            let key = (team.org.clone(), team.name.clone());
+            if teams::Entity::find_by_id(key).one(&t).await?.is_some() {
+                return Ok(exists(format!("team {} in {}", team.name, team.org)));
+            }
+            if let Some(creator) = creator
+                && !is_org_member(&t, &team.org, creator).await?
+            {
+                return Ok(invalid(format!(
+                    "{creator} is not a member of organization {}",
+                    team.org
+                )));
+            }
+            teams::Entity::insert(teams::ActiveModel {
+                org: Set(team.org.clone()),
+                name: Set(team.name.clone()),
+                comment: Set(team.comment.clone()),
             })
+            .exec_without_returning(&t)
+            .await?;
+            if let Some(creator) = creator {
+                team_members::Entity::insert(team_members::ActiveModel {
+                    org: Set(team.org.clone()),
+                    team: Set(team.name.clone()),
+                    user: Set(creator.to_string()),
+                    role: Set(code_of(TeamRole::Admin)),
+                })
+                .exec_without_returning(&t)
+                .await?;
+            }
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn team(&self, org: &str, name: &str) -> MetaResult<Option<Team>> {
@@ -534,29 +534,25 @@ impl AccountStore for SqlMeta {
     }
 
     async fn delete_team(&self, org: &str, name: &str) -> MetaResult<Change> {
-        let (org, name) = (org.to_string(), name.to_string());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let r = teams::Entity::delete_by_id((org.clone(), name.clone()))
-                    .exec(t)
-                    .await?;
-                if r.rows_affected == 0 {
-                    return Ok(missing(format!("team {name} in {org}")));
-                }
-                team_members::Entity::delete_many()
-                    .filter(team_members::Column::Org.eq(org.clone()))
-                    .filter(team_members::Column::Team.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                team_repos::Entity::delete_many()
-                    .filter(team_repos::Column::Org.eq(org))
-                    .filter(team_repos::Column::Team.eq(name))
-                    .exec(t)
-                    .await?;
-                Ok(Ok(()))
-            })
+        write_txn!(self, |t| {
+            let r = teams::Entity::delete_by_id((org.to_string(), name.to_string()))
+                .exec(&t)
+                .await?;
+            if r.rows_affected == 0 {
+                return Ok(missing(format!("team {name} in {org}")));
+            }
+            team_members::Entity::delete_many()
+                .filter(team_members::Column::Org.eq(org))
+                .filter(team_members::Column::Team.eq(name))
+                .exec(&t)
+                .await?;
+            team_repos::Entity::delete_many()
+                .filter(team_repos::Column::Org.eq(org))
+                .filter(team_repos::Column::Team.eq(name))
+                .exec(&t)
+                .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn set_team_member(
@@ -566,45 +562,37 @@ impl AccountStore for SqlMeta {
         user: &str,
         role: TeamRole,
     ) -> MetaResult<Change> {
-        let (org, team, user) = (org.to_string(), team.to_string(), user.to_string());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                if teams::Entity::find_by_id((org.clone(), team.clone()))
-                    .one(t)
-                    .await?
-                    .is_none()
-                {
-                    return Ok(missing(format!("team {team} in {org}")));
-                }
-                if !user_exists(t, &user).await? {
-                    return Ok(missing(format!("user {user}")));
-                }
-                if !is_org_member(t, &org, &user).await? {
-                    return Ok(Err(Refusal::Invalid(format!(
-                        "{user} is not a member of organization {org}"
-                    ))));
-                }
-                team_members::Entity::insert(team_members::ActiveModel {
-                    org: Set(org),
-                    team: Set(team),
-                    user: Set(user),
-                    role: Set(code_of(role)),
-                })
-                .on_conflict(
-                    OnConflict::columns([
-                        team_members::Column::Org,
-                        team_members::Column::Team,
-                        team_members::Column::User,
-                    ])
-                    .update_column(team_members::Column::Role)
-                    .to_owned(),
-                )
-                .exec_without_returning(t)
-                .await?;
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            if !team_exists(&t, org, team).await? {
+                return Ok(missing(format!("team {team} in {org}")));
+            }
+            if !user_exists(&t, user).await? {
+                return Ok(missing(format!("user {user}")));
+            }
+            if !is_org_member(&t, org, user).await? {
+                return Ok(invalid(format!(
+                    "{user} is not a member of organization {org}"
+                )));
+            }
+            team_members::Entity::insert(team_members::ActiveModel {
+                org: Set(org.to_string()),
+                team: Set(team.to_string()),
+                user: Set(user.to_string()),
+                role: Set(code_of(role)),
             })
+            .on_conflict(
+                OnConflict::columns([
+                    team_members::Column::Org,
+                    team_members::Column::Team,
+                    team_members::Column::User,
+                ])
+                .update_column(team_members::Column::Role)
+                .to_owned(),
+            )
+            .exec_without_returning(&t)
+            .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn remove_team_member(&self, org: &str, team: &str, user: &str) -> MetaResult<Change> {
@@ -659,48 +647,41 @@ impl AccountStore for SqlMeta {
         repo: &RepoName,
         permit: Permit,
     ) -> MetaResult<Change> {
-        let (org, team, repo) = (org.to_string(), team.to_string(), repo.clone());
-        self.write_txn(|t| {
-            Box::pin(async move {
-                if teams::Entity::find_by_id((org.clone(), team.clone()))
-                    .one(t)
-                    .await?
-                    .is_none()
-                {
-                    return Ok(missing(format!("team {team} in {org}")));
-                }
-                let Some(r) = repositories::Entity::find_by_id(repo.as_str())
-                    .one(t)
-                    .await?
-                else {
-                    return Ok(missing(format!("repository {repo}")));
-                };
-                if r.namespace != org {
-                    return Ok(Err(Refusal::Invalid(format!(
-                        "repository {repo} does not belong to organization {org}"
-                    ))));
-                }
-                team_repos::Entity::insert(team_repos::ActiveModel {
-                    org: Set(org),
-                    team: Set(team),
-                    repo: Set(repo.as_str().to_string()),
-                    permit: Set(code_of(permit)),
-                })
-                .on_conflict(
-                    OnConflict::columns([
-                        team_repos::Column::Org,
-                        team_repos::Column::Team,
-                        team_repos::Column::Repo,
-                    ])
-                    .update_column(team_repos::Column::Permit)
-                    .to_owned(),
-                )
-                .exec_without_returning(t)
-                .await?;
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            if !team_exists(&t, org, team).await? {
+                return Ok(missing(format!("team {team} in {org}")));
+            }
+            let Some(r) = repositories::Entity::find_by_id(repo.as_str())
+                .lock_shared()
+                .one(&t)
+                .await?
+            else {
+                return Ok(missing(format!("repository {repo}")));
+            };
+            if r.namespace != org {
+                return Ok(invalid(format!(
+                    "repository {repo} does not belong to organization {org}"
+                )));
+            }
+            team_repos::Entity::insert(team_repos::ActiveModel {
+                org: Set(org.to_string()),
+                team: Set(team.to_string()),
+                repo: Set(repo.as_str().to_string()),
+                permit: Set(code_of(permit)),
             })
+            .on_conflict(
+                OnConflict::columns([
+                    team_repos::Column::Org,
+                    team_repos::Column::Team,
+                    team_repos::Column::Repo,
+                ])
+                .update_column(team_repos::Column::Permit)
+                .to_owned(),
+            )
+            .exec_without_returning(&t)
+            .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn remove_team_repo(&self, org: &str, team: &str, repo: &RepoName) -> MetaResult<Change> {
@@ -752,30 +733,27 @@ impl AccountStore for SqlMeta {
     }
 
     async fn create_repo(&self, r: &Repository) -> MetaResult<Change> {
-        let r = r.clone();
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let res = repositories::Entity::insert(repositories::ActiveModel {
-                    name: Set(r.name.as_str().to_string()),
-                    namespace: Set(r.namespace.clone()),
-                    is_public: Set(r.is_public),
-                    comment: Set(r.comment.clone()),
-                    created_at: Set(r.created_at),
-                })
-                .on_conflict(
-                    OnConflict::column(repositories::Column::Name)
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(t)
-                .await?;
-                if res == 0 {
-                    return Ok(Err(Refusal::Exists(format!("repository {}", r.name))));
-                }
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            // A racing creation (or first push) fails on the key and is
+            // run again, to end here.
+            if repositories::Entity::find_by_id(r.name.as_str())
+                .one(&t)
+                .await?
+                .is_some()
+            {
+                return Ok(exists(format!("repository {}", r.name)));
+            }
+            repositories::Entity::insert(repositories::ActiveModel {
+                name: Set(r.name.as_str().to_string()),
+                namespace: Set(r.namespace.clone()),
+                is_public: Set(r.is_public),
+                comment: Set(r.comment.clone()),
+                created_at: Set(r.created_at),
             })
+            .exec_without_returning(&t)
+            .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn repo(&self, name: &RepoName) -> MetaResult<Option<Repository>> {
@@ -803,88 +781,84 @@ impl AccountStore for SqlMeta {
         is_public: Option<bool>,
         comment: Option<&str>,
     ) -> MetaResult<Change> {
-        let (name, comment) = (name.clone(), comment.map(str::to_string));
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let Some(m) = repositories::Entity::find_by_id(name.as_str())
-                    .one(t)
-                    .await?
-                else {
-                    return Ok(missing(format!("repository {name}")));
-                };
-                let mut am: repositories::ActiveModel = m.into();
-                if let Some(v) = is_public {
-                    am.is_public = Set(v);
-                }
-                if let Some(v) = comment {
-                    am.comment = Set(Some(v));
-                }
-                repositories::Entity::update(am).exec(t).await?;
-                Ok(Ok(()))
-            })
+        write_txn!(self, |t| {
+            let Some(m) = repositories::Entity::find_by_id(name.as_str())
+                .lock_exclusive()
+                .one(&t)
+                .await?
+            else {
+                return Ok(missing(format!("repository {name}")));
+            };
+            let mut am: repositories::ActiveModel = m.into();
+            if let Some(v) = is_public {
+                am.is_public = Set(v);
+            }
+            if let Some(v) = comment {
+                am.comment = Set(Some(v.to_string()));
+            }
+            repositories::Entity::update(am).exec(&t).await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn delete_repo(&self, name: &RepoName) -> MetaResult<Change> {
-        let name = name.as_str().to_string();
-        self.write_txn(|t| {
-            Box::pin(async move {
-                let r = repositories::Entity::delete_by_id(name.clone())
-                    .exec(t)
-                    .await?;
-                if r.rows_affected == 0 {
-                    return Ok(missing(format!("repository {name}")));
-                }
-                repo_blobs::Entity::delete_many()
-                    .filter(repo_blobs::Column::Repo.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                manifests::Entity::delete_many()
-                    .filter(manifests::Column::Repo.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                manifest_refs::Entity::delete_many()
-                    .filter(manifest_refs::Column::Repo.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                tags::Entity::delete_many()
-                    .filter(tags::Column::Repo.eq(name.clone()))
-                    .exec(t)
-                    .await?;
-                team_repos::Entity::delete_many()
-                    .filter(team_repos::Column::Repo.eq(name))
-                    .exec(t)
-                    .await?;
-                Ok(Ok(()))
-            })
+        let name = name.as_str();
+        write_txn!(self, |t| {
+            // First: content writes to the repository lock this row first.
+            let r = repositories::Entity::delete_by_id(name).exec(&t).await?;
+            if r.rows_affected == 0 {
+                return Ok(missing(format!("repository {name}")));
+            }
+            repo_blobs::Entity::delete_many()
+                .filter(repo_blobs::Column::Repo.eq(name))
+                .exec(&t)
+                .await?;
+            manifests::Entity::delete_many()
+                .filter(manifests::Column::Repo.eq(name))
+                .exec(&t)
+                .await?;
+            manifest_refs::Entity::delete_many()
+                .filter(manifest_refs::Column::Repo.eq(name))
+                .exec(&t)
+                .await?;
+            tags::Entity::delete_many()
+                .filter(tags::Column::Repo.eq(name))
+                .exec(&t)
+                .await?;
+            team_repos::Entity::delete_many()
+                .filter(team_repos::Column::Repo.eq(name))
+                .exec(&t)
+                .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn create_token(&self, tok: &ApiToken) -> MetaResult<Change> {
-        let tok = tok.clone();
         let scopes = serde_json::to_string(&tok.scopes).expect("strings serialize");
-        self.write_txn(|t| {
-            Box::pin(async move {
-                if !user_exists(t, &tok.user).await? {
-                    return Ok(missing(format!("user {}", tok.user)));
-                }
-                api_tokens::Entity::insert(api_tokens::ActiveModel {
-                    id: Set(tok.id),
-                    user: Set(tok.user),
-                    name: Set(tok.name),
-                    secret_hash: Set(tok.secret_hash),
-                    scopes: Set(scopes),
-                    created_at: Set(tok.created_at),
-                    expires_at: Set(tok.expires_at),
-                })
-                .exec_without_returning(t)
-                .await?;
-                Ok(Ok(()))
+        write_txn!(self, |t| {
+            if !user_exists(&t, &tok.user).await? {
+                return Ok(missing(format!("user {}", tok.user)));
+            }
+            if api_tokens::Entity::find_by_id(tok.id.as_str())
+                .one(&t)
+                .await?
+                .is_some()
+            {
+                return Ok(exists(format!("token {}", tok.id)));
+            }
+            api_tokens::Entity::insert(api_tokens::ActiveModel {
+                id: Set(tok.id.clone()),
+                user: Set(tok.user.clone()),
+                name: Set(tok.name.clone()),
+                secret_hash: Set(tok.secret_hash.clone()),
+                scopes: Set(scopes.clone()),
+                created_at: Set(tok.created_at),
+                expires_at: Set(tok.expires_at),
             })
+            .exec_without_returning(&t)
+            .await?;
+            Ok(Ok(()))
         })
-        .await
     }
 
     async fn token(&self, id: &str) -> MetaResult<Option<ApiToken>> {
@@ -899,6 +873,7 @@ impl AccountStore for SqlMeta {
         api_tokens::Entity::find()
             .filter(api_tokens::Column::User.eq(user))
             .order_by_asc(api_tokens::Column::CreatedAt)
+            .order_by_asc(api_tokens::Column::Id)
             .all(&self.db)
             .await?
             .into_iter()

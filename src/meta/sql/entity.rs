@@ -225,3 +225,15 @@ entity!(audit_events, "audit_events", {
     addr: Option<String>,
     count: i64,
 });
+
+entity!(namespaces, "namespaces", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    name: String,
+    kind: i16,
+});
+
+/// `namespaces.kind` values.
+pub mod namespace_kind {
+    pub const USER: i16 = 1;
+    pub const ORGANIZATION: i16 = 2;
+}

@@ -1,10 +1,66 @@
-//! `MetaStore` on SQL databases through sea-orm (SQLite now; the queries are
-//! built with sea-query so other backends share them).
+//! `MetaStore` on SQL databases through sea-orm: SQLite, MySQL/MariaDB and
+//! PostgreSQL, with queries built by sea-query so every backend shares them.
+//!
+//! Concurrency. SQLite has one writer: write transactions are serialized
+//! in-process (`write_guard`). On MySQL and PostgreSQL transactions run at
+//! READ COMMITTED (set per connection on MySQL, whose default is REPEATABLE
+//! READ) and concurrent writers are kept correct by the database:
+//!
+//! - every write to a repository's content first locks its `repositories`
+//!   row (inserting it if needed), so content writes to one repository, and
+//!   `delete_repo`, take turns;
+//! - checks that guard an insert (a blob linked, an organisation or team
+//!   existing, a user being a member) read with `FOR SHARE`, so the rows
+//!   checked cannot be deleted before the transaction ends;
+//! - uniqueness is a key, not a check: when two transactions insert the same
+//!   key, the loser fails with a unique violation, and `write_txn!` runs it
+//!   again, when its check sees the winner's row and refuses (`Exists`).
+//!   Deadlocks and serialization failures are retried the same way.
+//!
+//! On SQLite the lock clauses are left out (sea-query writes none) and the
+//! statements are those of the single-writer design.
+
+/// Runs `$body`, an expression of type `Result<Result<T, E>, DbErr>` using
+/// the transaction `$t`, in a write transaction; commits if it gives
+/// `Ok(Ok(_))`, rolls back otherwise. When the transaction loses a race with
+/// another (see [`is_conflict`]), it is run again, up to `ATTEMPTS` times.
+/// Evaluates to `MetaResult<Result<T, E>>`.
+macro_rules! write_txn {
+    ($meta:expr, |$t:ident| $body:expr) => {{
+        let meta: &$crate::meta::sql::SqlMeta = $meta;
+        let mut attempt = 1;
+        loop {
+            let guard = meta.write_guard().await;
+            let $t = meta.db.begin().await?;
+            let r = $crate::meta::sql::txn_body(async { $body }).await;
+            let r = match r {
+                Ok(Ok(v)) => $t.commit().await.map(|()| Ok(v)),
+                Ok(Err(e)) => $t.rollback().await.map(|()| Err(e)),
+                Err(e) => {
+                    $t.rollback().await.ok();
+                    Err(e)
+                }
+            };
+            drop(guard);
+            match r {
+                Err(e)
+                    if attempt < $crate::meta::sql::ATTEMPTS
+                        && $crate::meta::sql::is_conflict(&e) =>
+                {
+                    $crate::meta::sql::backoff(attempt).await;
+                    attempt += 1;
+                }
+                r => break r.map_err($crate::meta::MetaError::from),
+            }
+        }
+    }};
+}
 
 mod accounts;
 mod entity;
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +69,8 @@ use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, SqlErr,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::Mutex;
@@ -23,6 +80,42 @@ use super::{ContentStore, ManifestRecord, MetaError, MetaResult, MissingRefs, Re
 use crate::migrations::Migrator;
 use crate::registry::digest::Digest;
 use crate::registry::name::{RepoName, Tag};
+
+/// How many times a write transaction runs before a conflict is an error.
+const ATTEMPTS: u32 = 10;
+
+/// True if `e` means the transaction lost a race with a concurrent one, so
+/// that running it again will see the winner's work: a key another
+/// transaction inserted meanwhile, a deadlock (MySQL 1213 is SQLSTATE
+/// 40001, PostgreSQL's is 40P01) or a serialization failure (40001).
+fn is_conflict(e: &DbErr) -> bool {
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = e.sql_err() {
+        return true;
+    }
+    if let DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) = e
+        && let sea_orm::sqlx::Error::Database(d) = &**e
+    {
+        return matches!(d.code().as_deref(), Some("40001" | "40P01"));
+    }
+    false
+}
+
+/// A short, jittered pause before running a transaction again.
+async fn backoff(attempt: u32) {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 2000)
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_micros(
+        u64::from(attempt) * 1000 + u64::from(jitter),
+    ))
+    .await;
+}
+
+/// Pins down the type of a `write_txn!` body.
+fn txn_body<T, F: Future<Output = Result<T, DbErr>>>(f: F) -> F {
+    f
+}
 
 pub struct SqlMeta {
     db: DatabaseConnection,
@@ -75,6 +168,18 @@ impl SqlMeta {
                     // the hot reads are served by the metadata cache anyway.
                     .pragma("cache_size", "-1024")
                     .foreign_keys(false)
+            })
+            .map_sqlx_mysql_pool_opts(|o| {
+                // PostgreSQL's default; REPEATABLE READ's gap locks would
+                // make concurrent inserts deadlock.
+                o.after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sea_orm::sqlx::Executor;
+                        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                            .await?;
+                        Ok(())
+                    })
+                })
             });
         let db = Database::connect(opts).await?;
         Migrator::up(&db, None).await?;
@@ -101,8 +206,30 @@ impl SqlMeta {
     }
 }
 
-/// `INSERT ... ON CONFLICT DO NOTHING` for the repository row.
+/// `ON CONFLICT DO NOTHING` on `cols`, the primary key (MySQL has no such
+/// clause: `ON DUPLICATE KEY UPDATE` of the first key column to itself).
+fn do_nothing<C: sea_orm::sea_query::IntoIden + Copy>(cols: &[C]) -> OnConflict {
+    OnConflict::columns(cols.iter().copied())
+        .do_nothing_on(cols.iter().copied().take(1))
+        .to_owned()
+}
+
+/// Creates the repository row if needed and, on server backends, locks it
+/// until the transaction ends: every content write to a repository goes
+/// through here first, so they and `delete_repo` take turns.
 async fn ensure_repo(c: &impl ConnectionTrait, repo: &RepoName, at: i64) -> Result<(), DbErr> {
+    let name = repositories::Column::Name;
+    let on_conflict = match c.get_database_backend() {
+        // One writer at a time anyway.
+        DbBackend::Sqlite => OnConflict::column(name).do_nothing().to_owned(),
+        // The row is locked even though the update never applies.
+        DbBackend::Postgres => OnConflict::column(name)
+            .update_column(name)
+            .action_and_where(Expr::cust("FALSE"))
+            .to_owned(),
+        // `name = name` locks the row.
+        _ => do_nothing(&[name]),
+    };
     repositories::Entity::insert(repositories::ActiveModel {
         name: Set(repo.as_str().to_string()),
         namespace: Set(repo.namespace().to_string()),
@@ -110,11 +237,7 @@ async fn ensure_repo(c: &impl ConnectionTrait, repo: &RepoName, at: i64) -> Resu
         comment: Set(None),
         created_at: Set(at),
     })
-    .on_conflict(
-        OnConflict::column(repositories::Column::Name)
-            .do_nothing()
-            .to_owned(),
-    )
+    .on_conflict(on_conflict)
     .exec_without_returning(c)
     .await?;
     Ok(())
@@ -149,36 +272,32 @@ impl ContentStore for SqlMeta {
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> MetaResult<()> {
         let at = now();
-        let _w = self.write_guard().await;
-        let txn = self.db.begin().await?;
-        ensure_repo(&txn, repo, at).await?;
-        blobs::Entity::insert(blobs::ActiveModel {
-            digest: Set(digest.to_string()),
-            size: Set(size as i64),
-            created_at: Set(at),
-        })
-        .on_conflict(
-            OnConflict::column(blobs::Column::Digest)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        repo_blobs::Entity::insert(repo_blobs::ActiveModel {
-            repo: Set(repo.as_str().to_string()),
-            digest: Set(digest.to_string()),
-            created_at: Set(at),
-        })
-        .on_conflict(
-            OnConflict::columns([repo_blobs::Column::Repo, repo_blobs::Column::Digest])
-                // A fresh link restarts the garbage collector's grace period.
-                .update_column(repo_blobs::Column::CreatedAt)
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        txn.commit().await?;
-        Ok(())
+        let r = write_txn!(self, |txn| {
+            ensure_repo(&txn, repo, at).await?;
+            blobs::Entity::insert(blobs::ActiveModel {
+                digest: Set(digest.to_string()),
+                size: Set(size as i64),
+                created_at: Set(at),
+            })
+            .on_conflict(do_nothing(&[blobs::Column::Digest]))
+            .exec_without_returning(&txn)
+            .await?;
+            repo_blobs::Entity::insert(repo_blobs::ActiveModel {
+                repo: Set(repo.as_str().to_string()),
+                digest: Set(digest.to_string()),
+                created_at: Set(at),
+            })
+            .on_conflict(
+                OnConflict::columns([repo_blobs::Column::Repo, repo_blobs::Column::Digest])
+                    // A fresh link restarts the garbage collector's grace period.
+                    .update_column(repo_blobs::Column::CreatedAt)
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+            Ok(Ok::<(), Infallible>(()))
+        });
+        r.map(|Ok(())| ())
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> MetaResult<bool> {
@@ -197,120 +316,123 @@ impl ContentStore for SqlMeta {
     ) -> MetaResult<MissingRefs> {
         let at = now();
         let repo_s = repo.as_str().to_string();
-        let _w = self.write_guard().await;
-        let txn = self.db.begin().await?;
+        let r = write_txn!(self, |txn| {
+            // First, so that pushes to one repository take turns (see the
+            // module comment); rolled back with the rest if refused.
+            ensure_repo(&txn, repo, at).await?;
 
-        let mut missing = MissingRefs::default();
-        if !m.blob_refs.is_empty() {
-            let found: HashSet<String> = repo_blobs::Entity::find()
-                .select_only()
-                .column(repo_blobs::Column::Digest)
-                .filter(repo_blobs::Column::Repo.eq(repo_s.clone()))
-                .filter(repo_blobs::Column::Digest.is_in(m.blob_refs.iter().map(|d| d.to_string())))
-                .into_tuple::<String>()
-                .all(&txn)
-                .await?
-                .into_iter()
-                .collect();
-            missing.blobs = m
+            // The references found are locked (`FOR SHARE`) until commit,
+            // so they cannot go away before the manifest is stored.
+            let mut missing = MissingRefs::default();
+            if !m.blob_refs.is_empty() {
+                let found: HashSet<String> = repo_blobs::Entity::find()
+                    .select_only()
+                    .column(repo_blobs::Column::Digest)
+                    .filter(repo_blobs::Column::Repo.eq(repo_s.clone()))
+                    .filter(
+                        repo_blobs::Column::Digest.is_in(m.blob_refs.iter().map(|d| d.to_string())),
+                    )
+                    .lock_shared()
+                    .into_tuple::<String>()
+                    .all(&txn)
+                    .await?
+                    .into_iter()
+                    .collect();
+                missing.blobs = m
+                    .blob_refs
+                    .iter()
+                    .filter(|d| !found.contains(d.as_str()))
+                    .cloned()
+                    .collect();
+            }
+            if !m.manifest_refs.is_empty() {
+                let found: HashSet<String> = manifests::Entity::find()
+                    .select_only()
+                    .column(manifests::Column::Digest)
+                    .filter(manifests::Column::Repo.eq(repo_s.clone()))
+                    .filter(
+                        manifests::Column::Digest
+                            .is_in(m.manifest_refs.iter().map(|d| d.to_string())),
+                    )
+                    .lock_shared()
+                    .into_tuple::<String>()
+                    .all(&txn)
+                    .await?
+                    .into_iter()
+                    .collect();
+                missing.manifests = m
+                    .manifest_refs
+                    .iter()
+                    .filter(|d| !found.contains(d.as_str()))
+                    .cloned()
+                    .collect();
+            }
+            if !missing.is_empty() {
+                return Ok(Err(missing));
+            }
+
+            manifests::Entity::insert(manifests::ActiveModel {
+                repo: Set(repo_s.clone()),
+                digest: Set(m.digest.to_string()),
+                media_type: Set(m.media_type.clone()),
+                body: Set(m.body.to_vec()),
+                size: Set(m.body.len() as i64),
+                subject: Set(m.subject.as_ref().map(|d| d.to_string())),
+                artifact_type: Set(m.artifact_type.clone()),
+                annotations: Set(m.annotations.clone()),
+                created_at: Set(at),
+            })
+            .on_conflict(do_nothing(&[
+                manifests::Column::Repo,
+                manifests::Column::Digest,
+            ]))
+            .exec_without_returning(&txn)
+            .await?;
+
+            let mut seen = HashSet::new();
+            let refs: Vec<manifest_refs::ActiveModel> = m
                 .blob_refs
                 .iter()
-                .filter(|d| !found.contains(d.as_str()))
-                .cloned()
+                .map(|d| (d, false))
+                .chain(m.manifest_refs.iter().map(|d| (d, true)))
+                .filter(|(d, _)| seen.insert(d.as_str()))
+                .map(|(d, is_manifest)| manifest_refs::ActiveModel {
+                    repo: Set(repo_s.clone()),
+                    manifest: Set(m.digest.to_string()),
+                    target: Set(d.to_string()),
+                    is_manifest: Set(is_manifest),
+                })
                 .collect();
-        }
-        if !m.manifest_refs.is_empty() {
-            let found: HashSet<String> = manifests::Entity::find()
-                .select_only()
-                .column(manifests::Column::Digest)
-                .filter(manifests::Column::Repo.eq(repo_s.clone()))
-                .filter(
-                    manifests::Column::Digest.is_in(m.manifest_refs.iter().map(|d| d.to_string())),
-                )
-                .into_tuple::<String>()
-                .all(&txn)
-                .await?
-                .into_iter()
-                .collect();
-            missing.manifests = m
-                .manifest_refs
-                .iter()
-                .filter(|d| !found.contains(d.as_str()))
-                .cloned()
-                .collect();
-        }
-        if !missing.is_empty() {
-            txn.rollback().await?;
-            return Ok(missing);
-        }
-
-        ensure_repo(&txn, repo, at).await?;
-        manifests::Entity::insert(manifests::ActiveModel {
-            repo: Set(repo_s.clone()),
-            digest: Set(m.digest.to_string()),
-            media_type: Set(m.media_type.clone()),
-            body: Set(m.body.to_vec()),
-            size: Set(m.body.len() as i64),
-            subject: Set(m.subject.as_ref().map(|d| d.to_string())),
-            artifact_type: Set(m.artifact_type.clone()),
-            annotations: Set(m.annotations.clone()),
-            created_at: Set(at),
-        })
-        .on_conflict(
-            OnConflict::columns([manifests::Column::Repo, manifests::Column::Digest])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-
-        let mut seen = HashSet::new();
-        let refs: Vec<manifest_refs::ActiveModel> = m
-            .blob_refs
-            .iter()
-            .map(|d| (d, false))
-            .chain(m.manifest_refs.iter().map(|d| (d, true)))
-            .filter(|(d, _)| seen.insert(d.as_str()))
-            .map(|(d, is_manifest)| manifest_refs::ActiveModel {
-                repo: Set(repo_s.clone()),
-                manifest: Set(m.digest.to_string()),
-                target: Set(d.to_string()),
-                is_manifest: Set(is_manifest),
-            })
-            .collect();
-        // Batches stay well under every backend's bound-parameter limit.
-        for batch in refs.chunks(500) {
-            manifest_refs::Entity::insert_many(batch.to_vec())
-                .on_conflict(
-                    OnConflict::columns([
+            // Batches stay well under every backend's bound-parameter limit.
+            for batch in refs.chunks(500) {
+                manifest_refs::Entity::insert_many(batch.to_vec())
+                    .on_conflict(do_nothing(&[
                         manifest_refs::Column::Repo,
                         manifest_refs::Column::Manifest,
                         manifest_refs::Column::Target,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
+                    ]))
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
+
+            if let Some(tag) = tag {
+                tags::Entity::insert(tags::ActiveModel {
+                    repo: Set(repo_s.clone()),
+                    name: Set(tag.as_str().to_string()),
+                    digest: Set(m.digest.to_string()),
+                    updated_at: Set(at),
+                })
+                .on_conflict(
+                    OnConflict::columns([tags::Column::Repo, tags::Column::Name])
+                        .update_columns([tags::Column::Digest, tags::Column::UpdatedAt])
+                        .to_owned(),
                 )
                 .exec_without_returning(&txn)
                 .await?;
-        }
-
-        if let Some(tag) = tag {
-            tags::Entity::insert(tags::ActiveModel {
-                repo: Set(repo_s.clone()),
-                name: Set(tag.as_str().to_string()),
-                digest: Set(m.digest.to_string()),
-                updated_at: Set(at),
-            })
-            .on_conflict(
-                OnConflict::columns([tags::Column::Repo, tags::Column::Name])
-                    .update_columns([tags::Column::Digest, tags::Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        txn.commit().await?;
-        Ok(missing)
+            }
+            Ok(Ok(()))
+        });
+        r.map(|r| r.err().unwrap_or_default())
     }
 
     async fn manifest_by_digest(
@@ -368,27 +490,27 @@ impl ContentStore for SqlMeta {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> MetaResult<bool> {
-        let _w = self.write_guard().await;
-        let txn = self.db.begin().await?;
-        let r = manifests::Entity::delete_by_id((repo.as_str().to_string(), digest.to_string()))
-            .exec(&txn)
-            .await?;
-        if r.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(false);
-        }
-        manifest_refs::Entity::delete_many()
-            .filter(manifest_refs::Column::Repo.eq(repo.as_str()))
-            .filter(manifest_refs::Column::Manifest.eq(digest.as_str()))
-            .exec(&txn)
-            .await?;
-        tags::Entity::delete_many()
-            .filter(tags::Column::Repo.eq(repo.as_str()))
-            .filter(tags::Column::Digest.eq(digest.as_str()))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(true)
+        let r = write_txn!(self, |txn| {
+            let r =
+                manifests::Entity::delete_by_id((repo.as_str().to_string(), digest.to_string()))
+                    .exec(&txn)
+                    .await?;
+            if r.rows_affected == 0 {
+                return Ok(Err(()));
+            }
+            manifest_refs::Entity::delete_many()
+                .filter(manifest_refs::Column::Repo.eq(repo.as_str()))
+                .filter(manifest_refs::Column::Manifest.eq(digest.as_str()))
+                .exec(&txn)
+                .await?;
+            tags::Entity::delete_many()
+                .filter(tags::Column::Repo.eq(repo.as_str()))
+                .filter(tags::Column::Digest.eq(digest.as_str()))
+                .exec(&txn)
+                .await?;
+            Ok(Ok(()))
+        });
+        r.map(|r| r.is_ok())
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> MetaResult<bool> {
@@ -524,25 +646,24 @@ impl ContentStore for SqlMeta {
     }
 
     async fn forget_blob(&self, digest: &Digest) -> MetaResult<bool> {
-        let _w = self.write_guard().await;
-        let txn = self.db.begin().await?;
-        let referenced = manifest_refs::Entity::find()
-            .filter(manifest_refs::Column::Target.eq(digest.as_str()))
-            .one(&txn)
-            .await?
-            .is_some();
-        if referenced {
-            txn.rollback().await?;
-            return Ok(false);
-        }
-        repo_blobs::Entity::delete_many()
-            .filter(repo_blobs::Column::Digest.eq(digest.as_str()))
-            .exec(&txn)
-            .await?;
-        blobs::Entity::delete_by_id(digest.as_str())
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(true)
+        let r = write_txn!(self, |txn| {
+            let referenced = manifest_refs::Entity::find()
+                .filter(manifest_refs::Column::Target.eq(digest.as_str()))
+                .one(&txn)
+                .await?
+                .is_some();
+            if referenced {
+                return Ok(Err(()));
+            }
+            repo_blobs::Entity::delete_many()
+                .filter(repo_blobs::Column::Digest.eq(digest.as_str()))
+                .exec(&txn)
+                .await?;
+            blobs::Entity::delete_by_id(digest.as_str())
+                .exec(&txn)
+                .await?;
+            Ok(Ok(()))
+        });
+        r.map(|r| r.is_ok())
     }
 }
