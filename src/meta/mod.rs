@@ -10,6 +10,8 @@
 pub mod accounts;
 pub mod audit;
 pub mod cache;
+#[cfg(test)]
+pub mod contract;
 pub mod redis;
 pub mod sql;
 

@@ -667,3 +667,76 @@ impl ContentStore for SqlMeta {
         r.map(|r| r.is_ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database};
+    use sea_orm_migration::MigratorTrait;
+
+    use super::SqlMeta;
+    use crate::meta::accounts::{AccountStore, NamespaceKind, Refusal};
+    use crate::meta::contract::databases::{FreshDb, Server};
+    use crate::migrations::Migrator;
+
+    /// A database made before the `namespaces` table: its users and
+    /// organisations keep their names.
+    async fn upgrade_keeps_names(uri: &str) {
+        let db = Database::connect(uri).await.expect("connect");
+        Migrator::up(&db, Some(2))
+            .await
+            .expect("first two migrations");
+        for sql in [
+            "INSERT INTO users (name, email, password_hash, realname, comment, role, source, \
+             created_at, updated_at) VALUES ('olduser', NULL, '', NULL, NULL, 2, 'db', 1, 1)",
+            "INSERT INTO organizations (name, email, comment, url, location, member_privilege, \
+             created_at) VALUES ('oldorg', NULL, NULL, NULL, NULL, 3, 1)",
+        ] {
+            db.execute_unprepared(sql).await.expect(sql);
+        }
+        db.close().await.ok();
+
+        let store = SqlMeta::open(uri, 2).await.expect("open and migrate");
+        assert_eq!(
+            store.namespace_kind("olduser").await.unwrap(),
+            Some(NamespaceKind::User)
+        );
+        assert_eq!(
+            store.namespace_kind("oldorg").await.unwrap(),
+            Some(NamespaceKind::Organization)
+        );
+        let mut u = store.user("olduser").await.unwrap().expect("user kept");
+        u.name = "oldorg".into();
+        assert!(matches!(
+            store.create_user(&u).await.unwrap(),
+            Err(Refusal::Exists(_))
+        ));
+        u.name = "olduser".into();
+        assert!(matches!(
+            store.create_user(&u).await.unwrap(),
+            Err(Refusal::Exists(_))
+        ));
+        assert_eq!(store.delete_user("olduser").await.unwrap(), Ok(()));
+        assert_eq!(store.namespace_kind("olduser").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn upgrade_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("sqlite://{}?mode=rwc", dir.path().join("meta.db").display());
+        upgrade_keeps_names(&uri).await;
+    }
+
+    #[tokio::test]
+    async fn upgrade_mariadb() {
+        let db = FreshDb::create(Server::MariaDb).await;
+        upgrade_keeps_names(&db.url).await;
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn upgrade_postgres() {
+        let db = FreshDb::create(Server::Postgres).await;
+        upgrade_keeps_names(&db.url).await;
+        db.drop().await;
+    }
+}
