@@ -2,6 +2,11 @@
 //! manifests, tags, referrers), accounts and permissions, and the audit log.
 //! Backends know nothing of HTTP or of blob storage.
 //!
+//! Every backend behaves the same, as `contract.rs` checks: names, tags and
+//! digests compare case-sensitively and list in byte order; a refused
+//! change changes nothing; racing creations end in one success and
+//! `Exists` for the rest.
+//!
 //! Architecture invariant: a manifest is stored only together with the
 //! references it makes, in one transaction that also checks they exist; so
 //! a stored manifest never names a blob or child manifest the repository
@@ -75,13 +80,14 @@ impl MissingRefs {
 /// Repository content.
 #[async_trait]
 pub trait ContentStore: Send + Sync + 'static {
-    /// True if the repository exists (has had content).
+    /// True if the repository exists (pushed to, or created through `/uam`).
     async fn repo_exists(&self, repo: &RepoName) -> MetaResult<bool>;
 
     /// Size of a blob linked into `repo`.
     async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> MetaResult<Option<u64>>;
 
-    /// Size of a blob if any repository links it.
+    /// Size of a blob the hub knows: from its first link until
+    /// `forget_blob`, even while no repository links it.
     async fn blob_size(&self, digest: &Digest) -> MetaResult<Option<u64>>;
 
     /// Links a committed blob into `repo`, creating the repository if needed.
