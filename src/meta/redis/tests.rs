@@ -1996,3 +1996,13 @@ async fn audit_behaves_like_sql() {
     }
     red.wipe().await;
 }
+
+// ---- the backend-independent contract ----------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract() {
+    let m = fresh().await;
+    crate::meta::contract::run_all(&m).await;
+    m.check_consistency().await;
+    m.wipe().await;
+}
