@@ -70,6 +70,13 @@
 //! The scripts build keys from the prefix they are given rather than
 //! declaring them, which standalone Redis allows; on a cluster all keys
 //! would have to share a slot (a prefix such as `{dockyard}`).
+//!
+//! # Running it
+//!
+//! Redis is the only copy of the metadata, so the server must keep it:
+//! `maxmemory-policy noeviction` (`open` warns otherwise) and AOF
+//! persistence (`appendonly yes`; `appendfsync always` for the durability
+//! of an SQL commit, `everysec` to lose at most a second on a crash).
 
 // Until `server::open_meta` constructs it, only the tests do.
 #![cfg_attr(not(test), allow(dead_code))]
@@ -165,6 +172,22 @@ impl RedisMeta {
             return Err(MetaError::Backend(format!(
                 "Redis {version:?} is too old: 6.2 or later is needed"
             )));
+        }
+        // Evicted keys would be lost metadata. Best effort: managed servers
+        // may refuse CONFIG.
+        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut meta.conn())
+            .await;
+        if let Ok(v) = policy
+            && let Some(policy) = v.get(1)
+            && policy != "noeviction"
+        {
+            tracing::warn!(
+                %policy,
+                "Redis may evict keys under memory pressure: set maxmemory-policy to noeviction, or metadata can be lost"
+            );
         }
         Ok(meta)
     }
