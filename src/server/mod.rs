@@ -113,7 +113,12 @@ async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
                 Arc::new(sql)
             })
         }
-        DbDriver::Redis => bail!("db.driver: the redis backend is not available in this build"),
+        DbDriver::Redis => {
+            let redis = crate::meta::redis::RedisMeta::open(&uri, &config.db.prefix)
+                .await
+                .with_context(|| format!("db.uri: opening {uri}"))?;
+            Ok(Arc::new(redis))
+        }
     }
 }
 

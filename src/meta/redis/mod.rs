@@ -79,7 +79,6 @@
 //! of an SQL commit, `everysec` to lose at most a second on a crash).
 
 // Until `server::open_meta` constructs it, only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod accounts;
 mod scripts;
