@@ -49,7 +49,17 @@
 //!
 //! `CONFORMANCE_REGISTRY_URL=http://host:port` points every test at an
 //! already running registry instead of a fresh dockyard (to check the port
-//! itself against another implementation).
+//! itself against another implementation); `CONFORMANCE_USERNAME` and
+//! `CONFORMANCE_PASSWORD` log in to it if it requires authentication.
+//!
+//! `auth_*` run the same workflows, the runner and the extra checks against
+//! a dockyard with authentication on (`[dockyard] standalone = false`), as a
+//! plain user who administers the organisations owning the suite's
+//! namespaces (`myorg`, `conformance`; the cross-mount namespace is
+//! `myorg/conformance-<uuid>`). The client then does what the Go suite's
+//! clients do with OCI_USERNAME/OCI_PASSWORD: a request answered 401 with a
+//! `Bearer realm=..,service=..,scope=..` challenge is retried with a token
+//! fetched from the realm with Basic credentials.
 
 #[macro_use]
 #[path = "conformance/support.rs"]
@@ -383,28 +393,129 @@ impl Fixtures {
 
 /// A fresh `dockyard` per test; or, to check the port itself against another
 /// registry, the one at `$CONFORMANCE_REGISTRY_URL` (then every test uses
-/// its own repository names so they can share it).
+/// its own repository names so they can share it, and
+/// `$CONFORMANCE_USERNAME`/`$CONFORMANCE_PASSWORD` are the credentials if it
+/// requires authentication, as `OCI_USERNAME`/`OCI_PASSWORD` are for the Go
+/// suite; `$CONFORMANCE_CROSSMOUNT_NAMESPACE` replaces the random
+/// cross-mount namespace, as `OCI_CROSSMOUNT_NAMESPACE` does).
 struct Target {
     _server: Option<common::Server>,
     base: String,
     suffix: String,
+    /// User name and password for a registry with authentication on.
+    login: Option<(String, String)>,
+    /// The cross-mount namespace instead of the suite's random
+    /// `conformance-<uuid>` (a one-component name, which only a system
+    /// administrator may create on a hub with auth).
+    cross_ns: Option<String>,
+}
+
+impl Target {
+    /// A client for this registry, authenticating if it must.
+    fn http(&self) -> Http {
+        match &self.login {
+            Some((u, p)) => Http::with_login(u, p),
+            None => Http::new(),
+        }
+    }
+}
+
+fn external_target() -> Option<Target> {
+    let url = std::env::var("CONFORMANCE_REGISTRY_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Some(Target {
+        _server: None,
+        base: url.trim_end_matches('/').to_string(),
+        suffix: format!("-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        login: env("CONFORMANCE_USERNAME")
+            .map(|u| (u, env("CONFORMANCE_PASSWORD").unwrap_or_default())),
+        cross_ns: env("CONFORMANCE_CROSSMOUNT_NAMESPACE"),
+    })
 }
 
 fn target() -> Target {
-    match std::env::var("CONFORMANCE_REGISTRY_URL") {
-        Ok(url) if !url.is_empty() => Target {
-            _server: None,
-            base: url.trim_end_matches('/').to_string(),
-            suffix: format!("-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        },
-        _ => {
-            let server = common::Server::start();
-            Target {
-                base: server.base.clone(),
-                _server: Some(server),
-                suffix: String::new(),
-            }
+    external_target().unwrap_or_else(|| {
+        let server = common::Server::start();
+        Target {
+            base: server.base.clone(),
+            _server: Some(server),
+            suffix: String::new(),
+            login: None,
+            cross_ns: None,
         }
+    })
+}
+
+/// The user the `auth_*` tests run as: not a system administrator, but
+/// the administrator (creator) of the organisations that own the suite's
+/// namespaces (`myorg/...`, `conformance/...`).
+const AUTH_USER: &str = "conformer";
+const AUTH_PASSWORD: &str = "conformer-password";
+
+/// A fresh `dockyard` with authentication on (`[dockyard] standalone =
+/// false`, token service, development key pair in the test's temp dir),
+/// the user `conformer` and its organisations `myorg` and `conformance`;
+/// the cross-mount namespace is `myorg/conformance-<uuid>`. With
+/// `$CONFORMANCE_REGISTRY_URL` set, that registry as `target()` has it.
+fn auth_target() -> Target {
+    if let Some(t) = external_target() {
+        return t;
+    }
+    let server = common::Server::start_config(
+        "standalone = false\n\
+         [auth_server]\n\
+         privateKey = \"$DIR/cert/token.key\"\n\
+         admin = \"sysadm\"\n\
+         admin_password = \"sysadm-password\"\n\
+         [token]\n\
+         rootcertbundle = \"$DIR/cert/token.crt\"\n",
+    );
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client");
+    let send = |rb: reqwest::blocking::RequestBuilder, what: &str| {
+        let r = rb.send().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = r.status();
+        let body = r.text().unwrap_or_default();
+        assert!(status.is_success(), "{what}: {status} {body}");
+    };
+    send(
+        http.post(server.url("/uam/user/signup")).body(format!(
+            "{{\"name\":\"{AUTH_USER}\",\"password\":\"{AUTH_PASSWORD}\"}}"
+        )),
+        "sign-up",
+    );
+    for org in ["myorg", "conformance"] {
+        send(
+            http.post(server.url("/uam/organization"))
+                .basic_auth(AUTH_USER, Some(AUTH_PASSWORD))
+                .body(format!("{{\"name\":\"{org}\",\"memberprivilege\":3}}")),
+            "organisation",
+        );
+    }
+    // Auth is really on: an anonymous request is challenged.
+    let r = http.get(server.url("/v2/")).send().expect("GET /v2/");
+    assert_eq!(
+        r.status(),
+        401,
+        "the auth target must require authentication"
+    );
+    assert!(
+        r.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer realm=")),
+        "the auth target must send a Bearer challenge"
+    );
+    Target {
+        base: server.base.clone(),
+        _server: Some(server),
+        suffix: String::new(),
+        login: Some((AUTH_USER.into(), AUTH_PASSWORD.into())),
+        cross_ns: Some(format!("myorg/conformance-{}", uuid::Uuid::new_v4())),
     }
 }
 
@@ -427,10 +538,10 @@ struct GReq<'a> {
 }
 
 impl G {
-    fn new(base: &str) -> G {
+    fn new(t: &Target) -> G {
         G {
-            http: Http::new(),
-            base: base.trim_end_matches('/').to_string(),
+            http: t.http(),
+            base: t.base.trim_end_matches('/').to_string(),
         }
     }
     /// `client.NewRequest(method, path)`: the path (with any query it
@@ -1711,10 +1822,16 @@ type Workflow = fn(&mut Runner, &G, &mut Fixtures);
 /// Management) in the suite's order on a fresh server, printing only the
 /// outcomes under `focus`.
 fn run_ginkgo(upto: usize, focus: &str) -> Runner {
-    let t = target();
-    let g = G::new(&t.base);
+    run_ginkgo_on(&target(), upto, focus)
+}
+
+fn run_ginkgo_on(t: &Target, upto: usize, focus: &str) -> Runner {
+    let g = G::new(t);
     let mut f = Fixtures::new();
     f.ns.push_str(&t.suffix);
+    if let Some(cross) = &t.cross_ns {
+        f.cross_ns = cross.clone();
+    }
     let mut r = Runner::new();
     r.verbose = false;
     let steps: [(&str, Workflow); 4] = [
@@ -1725,8 +1842,10 @@ fn run_ginkgo(upto: usize, focus: &str) -> Runner {
             workflow_management(r, g, f)
         }),
     ];
+    // An empty focus: every workflow's failures and skips.
+    r.show_pass = !focus.is_empty();
     for (prefix, step) in steps.iter().take(upto) {
-        r.verbose = *prefix == focus;
+        r.verbose = focus.is_empty() || *prefix == focus;
         step(&mut r, &g, &mut f);
     }
     r
@@ -1755,8 +1874,11 @@ fn conformance_04_content_management() {
 /// The newer runner (run.go), with sha512 and referrers data.
 #[test]
 fn runner_suite_all_apis_and_data() {
-    let t = target();
-    let http = Http::new();
+    run_runner_suite(&target());
+}
+
+fn run_runner_suite(t: &Target) {
+    let http = t.http();
     let mut r = Runner::new();
     r.show_pass = false;
     {
@@ -1775,8 +1897,11 @@ fn runner_suite_all_apis_and_data() {
 /// 01_base_api_route_test.go
 #[test]
 fn extra_base_api_route_returns_200() {
-    let t = target();
-    let g = G::new(&t.base);
+    extra_base_api_route_returns_200_on(&target());
+}
+
+fn extra_base_api_route_returns_200_on(t: &Target) {
+    let g = G::new(t);
     let mut r = Runner::new();
     r.spec(
         "Extra / Base API Route / GET request to base API route must return 200 response",
@@ -1792,8 +1917,11 @@ fn extra_base_api_route_returns_200() {
 /// 07_error_codes_test.go: a manifest PUT to a malformed digest reference.
 #[test]
 fn extra_error_codes_manifest_put_invalid_digest() {
-    let t = target();
-    let g = G::new(&t.base);
+    extra_error_codes_manifest_put_invalid_digest_on(&target());
+}
+
+fn extra_error_codes_manifest_put_invalid_digest_on(t: &Target) {
+    let g = G::new(t);
     let mut r = Runner::new();
     r.spec(
         "Extra / Error codes / 400 response body should contain OCI-conforming JSON message [PUT]",
@@ -1822,8 +1950,11 @@ fn extra_error_codes_manifest_put_invalid_digest() {
 /// 04_blob_upload_chunked_test.go: the last chunk carried by the closing PUT.
 #[test]
 fn extra_chunked_upload_final_chunk_in_put() {
-    let t = target();
-    let g = G::new(&t.base);
+    extra_chunked_upload_final_chunk_in_put_on(&target());
+}
+
+fn extra_chunked_upload_final_chunk_in_put_on(t: &Target) {
+    let g = G::new(t);
     let f = Fixtures::new();
     let ns = &format!("{NAMESPACE}{}", t.suffix);
     let mut r = Runner::new();
@@ -1886,8 +2017,11 @@ fn extra_chunked_upload_final_chunk_in_put() {
 /// 06_tags_list_test.go: `n`/`last` pagination returns the following tags.
 #[test]
 fn extra_tags_list_pagination() {
-    let t = target();
-    let g = G::new(&t.base);
+    extra_tags_list_pagination_on(&target());
+}
+
+fn extra_tags_list_pagination_on(t: &Target) {
+    let g = G::new(t);
     let f = Fixtures::new();
     let ns = &format!("{NAMESPACE}{}", t.suffix);
     let mut r = Runner::new();
@@ -1986,8 +2120,11 @@ fn extra_tags_list_pagination() {
 /// DELETE on an upload session returns 204.
 #[test]
 fn extra_blob_upload_cancel() {
-    let t = target();
-    let http = Http::new();
+    extra_blob_upload_cancel_on(&target());
+}
+
+fn extra_blob_upload_cancel_on(t: &Target) {
+    let http = t.http();
     let api = runner_suite::Api {
         http: &http,
         reg: t.base.clone(),
@@ -2001,4 +2138,42 @@ fn extra_blob_upload_cancel() {
         },
     );
     r.finish("Extra /");
+}
+
+// ---------------------------------------------------------------------------
+// the same suite against a hub with authentication on
+// ---------------------------------------------------------------------------
+
+/// All four ginkgo workflows, in order, as `conformer` through the token
+/// flow (every request is challenged and retried with a bearer token from
+/// `/uam/auth`, as the Go suite does with OCI_USERNAME/OCI_PASSWORD).
+#[test]
+fn auth_conformance_all_workflows() {
+    let t = auth_target();
+    let r = run_ginkgo_on(&t, 4, "");
+    for prefix in [
+        "Pull /",
+        "Push /",
+        "Content Discovery /",
+        "Content Management /",
+    ] {
+        r.finish(prefix);
+    }
+}
+
+/// The newer runner with auth on.
+#[test]
+fn auth_runner_suite_all_apis_and_data() {
+    run_runner_suite(&auth_target());
+}
+
+/// The extra checks with auth on.
+#[test]
+fn auth_extra_checks() {
+    let t = auth_target();
+    extra_base_api_route_returns_200_on(&t);
+    extra_error_codes_manifest_put_invalid_digest_on(&t);
+    extra_chunked_upload_final_chunk_in_put_on(&t);
+    extra_tags_list_pagination_on(&t);
+    extra_blob_upload_cancel_on(&t);
 }

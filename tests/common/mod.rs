@@ -28,6 +28,15 @@ impl Server {
     /// As `start`, with extra TOML appended to the config's `[dockyard]`
     /// section (e.g. `"upload_expiry = 60"`).
     pub fn start_with(dockyard_extra: &str) -> Server {
+        Server::start_config(dockyard_extra)
+    }
+
+    /// As `start`, with arbitrary TOML appended to the config: keys before
+    /// the first section header go to `[dockyard]`, then any further
+    /// sections (`[auth_server]`, `[token]`, ...). Every `$DIR` in it is
+    /// replaced by the server's private temp directory (the data directory
+    /// is `$DIR/data`), e.g. for `privateKey = "$DIR/token.key"`.
+    pub fn start_config(extra: &str) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("dockyard-test-")
             .tempdir()
@@ -36,8 +45,9 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "runmode = \"dev\"\n[log]\nlevel = \"warn\"\n[dockyard]\npath = \"{}\"\n{dockyard_extra}\n",
-                dir.path().join("data").display()
+                "runmode = \"dev\"\n[log]\nlevel = \"warn\"\n[dockyard]\npath = \"{}\"\n{}\n",
+                dir.path().join("data").display(),
+                extra.replace("$DIR", &dir.path().display().to_string())
             ),
         )
         .expect("write config");

@@ -5,14 +5,14 @@
 //! (like ginkgo) and reports every failing spec by its original title.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use reqwest::blocking::{Body, Client};
 use reqwest::header::HeaderMap;
+use reqwest::{Body, Client};
 use sha2::{Digest as _, Sha256, Sha512};
 
 pub const MT_OCTET: &str = "application/octet-stream";
@@ -365,14 +365,86 @@ impl Values {
 /// produce) with `Transfer-Encoding: chunked`, and ignores an explicit
 /// `Content-Length` header; a request with no body on POST/PUT/PATCH gets
 /// `Content-Length: 0`.
+#[derive(Clone)]
 pub enum ReqBody {
     None,
     Chunked(Vec<u8>),
     Sized(Vec<u8>),
 }
 
+/// An async reqwest client driven on its own runtime: unlike the blocking
+/// client, it returns a response the server sends before it has read the
+/// whole request body (an early 400/401/404 to a request with a chunked
+/// body), as Go's `net/http` does, instead of reporting the body upload
+/// the server cut short.
 pub struct Http {
     client: Client,
+    rt: tokio::runtime::Runtime,
+    login: Option<Login>,
+}
+
+/// Credentials for a registry that requires authentication, used as the
+/// Go suite's clients use `OCI_USERNAME`/`OCI_PASSWORD`: a request answered
+/// `401` with a `WWW-Authenticate: Bearer realm=..,service=..,scope=..`
+/// challenge is retried once with a token fetched from the realm with
+/// Basic credentials (`Basic` challenges are retried with Basic). The last
+/// authorization that worked for a repository and kind of access is sent
+/// with the next such requests (the runner's auth cache), so most requests
+/// need no retry.
+struct Login {
+    user: String,
+    pass: String,
+    cache: Mutex<HashMap<String, String>>,
+}
+
+/// The cache key of a request: the kind of access it needs (pull, push or
+/// delete, as a registry's challenge would name it) and its repository
+/// (`/v2/<name>/...`, or the path). Keeping push tokens apart from delete
+/// tokens means a request with a body rarely meets an early 401 (which
+/// the server may send before reading the body, and then close the
+/// connection under the client still writing it).
+fn auth_key(method: &str, url: &str) -> String {
+    let kind = match method {
+        "GET" | "HEAD" => "pull",
+        "DELETE" => "delete",
+        _ => "push",
+    };
+    format!("{kind} {}", auth_path(url))
+}
+
+fn auth_path(url: &str) -> String {
+    let path = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
+    let path = path.split('?').next().unwrap_or(path);
+    for marker in ["/blobs/", "/manifests/", "/tags/", "/referrers/"] {
+        if let Some(i) = path.find(marker) {
+            return path[..i].to_string();
+        }
+    }
+    path.to_string()
+}
+
+/// The parameters of a `Bearer k="v",...` challenge (the runner's regexp:
+/// `([a-zA-z]+)="(.+?)"`).
+fn challenge_params(header: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = header;
+    while let Some(eq) = rest.find("=\"") {
+        let key: String = rest[..eq]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect::<Vec<char>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let after = &rest[eq + 2..];
+        let Some(end) = after.find('"') else { break };
+        out.insert(key.to_ascii_lowercase(), after[..end].to_string());
+        rest = &after[end + 1..];
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -393,7 +465,26 @@ impl Http {
             .user_agent("distribution-spec-conformance-tests")
             .build()
             .expect("reqwest client");
-        Http { client }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Http {
+            client,
+            rt,
+            login: None,
+        }
+    }
+
+    /// A client that authenticates as `user` (see `Login`).
+    pub fn with_login(user: &str, pass: &str) -> Http {
+        let mut h = Http::new();
+        h.login = Some(Login {
+            user: user.to_string(),
+            pass: pass.to_string(),
+            cache: Mutex::new(HashMap::new()),
+        });
+        h
     }
 
     pub fn send(
@@ -402,6 +493,95 @@ impl Http {
         url: &str,
         headers: &[(String, String)],
         body: ReqBody,
+    ) -> Result<Resp, String> {
+        let Some(login) = &self.login else {
+            return self.send_once(method, url, headers, body, None);
+        };
+        let key = auth_key(method, url);
+        let cached = login.cache.lock().unwrap().get(&key).cloned();
+        let resp = self.send_once(method, url, headers, body.clone(), cached.as_deref())?;
+        if resp.status != 401 {
+            return Ok(resp);
+        }
+        let auth = self.authorization(login, url, &resp)?;
+        let retried = self.send_once(method, url, headers, body, Some(&auth))?;
+        if retried.status != 401 {
+            login.cache.lock().unwrap().insert(key, auth);
+        }
+        Ok(retried)
+    }
+
+    /// The `Authorization` value answering `resp`'s challenge.
+    fn authorization(&self, login: &Login, url: &str, resp: &Resp) -> Result<String, String> {
+        let basic = || {
+            use base64::Engine as _;
+            let raw = format!("{}:{}", login.user, login.pass);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        };
+        let header = resp.header("WWW-Authenticate");
+        if header.to_ascii_lowercase().starts_with("basic") {
+            return Ok(basic());
+        }
+        if !header.to_ascii_lowercase().starts_with("bearer") {
+            return Err(format!(
+                "401 without a usable challenge: {}",
+                resp.describe()
+            ));
+        }
+        let p = challenge_params(&header);
+        let realm = p
+            .get("realm")
+            .ok_or_else(|| format!("challenge without realm: {}", resp.describe()))?;
+        let mut u = reqwest::Url::parse(url)
+            .and_then(|base| base.join(realm))
+            .map_err(|e| format!("realm {realm:?}: {e}"))?;
+        {
+            let mut q = u.query_pairs_mut();
+            q.clear();
+            q.append_pair("service", p.get("service").map_or("", String::as_str));
+            if let Some(scope) = p.get("scope") {
+                q.append_pair("scope", scope);
+            }
+        }
+        let (status, body) = self.rt.block_on(async {
+            let r = self
+                .client
+                .get(u.clone())
+                .header("Accept", "application/json")
+                .header("Authorization", basic())
+                .send()
+                .await
+                .map_err(|e| format!("token request {u} failed: {e}"))?;
+            let status = r.status();
+            let body = r.bytes().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, body))
+        })?;
+        if !status.is_success() {
+            return Err(format!(
+                "token request {u}: status {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("token response of {u} is not JSON: {e}"))?;
+        let token = v["access_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .or(v["token"].as_str())
+            .ok_or_else(|| format!("no token in {}", String::from_utf8_lossy(&body)))?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: ReqBody,
+        auth: Option<&str>,
     ) -> Result<Resp, String> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let mut rb = self.client.request(m, url);
@@ -418,6 +598,13 @@ impl Http {
             rb = rb.header(k.as_str(), v.as_str());
             note.push(format!("{k}: {v}"));
         }
+        if let Some(a) = auth {
+            rb = rb.header("Authorization", a);
+            note.push(format!(
+                "Authorization: {} [censored]",
+                a.split(' ').next().unwrap_or("")
+            ));
+        }
         // Go's transport asks for gzip on every non-HEAD, non-Range request.
         if method != "HEAD" && !has_range {
             rb = rb.header("Accept-Encoding", "gzip");
@@ -433,7 +620,9 @@ impl Http {
             }
             ReqBody::Chunked(b) => {
                 let n = b.len();
-                rb = rb.body(Body::new(Cursor::new(b)));
+                // A stream of unknown length: Transfer-Encoding: chunked.
+                let chunk: Result<bytes::Bytes, std::io::Error> = Ok(bytes::Bytes::from(b));
+                rb = rb.body(Body::wrap_stream(futures_util::stream::iter([chunk])));
                 format!("chunked body of {n} bytes")
             }
             ReqBody::Sized(b) => {
@@ -443,21 +632,26 @@ impl Http {
             }
         };
         note.push(body_note);
-        let resp = rb
-            .send()
-            .map_err(|e| format!("{method} {url} failed: {e:?}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let final_url = resp.url().to_string();
-        // A body that cannot be read is only an error for a check that reads
-        // it (the runner's api.go never reads the body of, e.g., a 416).
-        let (body, body_err) = match resp.bytes() {
-            Ok(b) => (b.to_vec(), None),
-            Err(e) => (
-                vec![],
-                Some(format!("reading the response body failed: {e:?}")),
-            ),
-        };
+        let (status, headers, final_url, body, body_err) = self.rt.block_on(async {
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| format!("{method} {url} failed: {e:?}"))?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let final_url = resp.url().to_string();
+            // A body that cannot be read is only an error for a check that
+            // reads it (the runner's api.go never reads the body of, e.g., a
+            // 416).
+            let (body, body_err) = match resp.bytes().await {
+                Ok(b) => (b.to_vec(), None),
+                Err(e) => (
+                    vec![],
+                    Some(format!("reading the response body failed: {e:?}")),
+                ),
+            };
+            Ok::<_, String>((status, headers, final_url, body, body_err))
+        })?;
         let url_note = if final_url != url {
             format!("{url} (redirected to {final_url})")
         } else {
