@@ -96,6 +96,9 @@ pub struct DockyardConfig {
     pub max_manifest_size: u64,
     /// `true`: no authentication or authorization at all (an open hub).
     pub standalone: bool,
+    /// Believe `X-Real-IP` / `X-Forwarded-For` from loopback peers (nginx
+    /// on this host), for throttling and the audit log.
+    pub trustproxy: bool,
 }
 
 /// The token service (the issuing side).
@@ -225,6 +228,7 @@ impl Default for DockyardConfig {
             upload_expiry: 24 * 3600,
             max_manifest_size: 4 * 1024 * 1024,
             standalone: true,
+            trustproxy: false,
         }
     }
 }

@@ -464,7 +464,7 @@ fn auth_target() -> Target {
         return t;
     }
     let server = common::Server::start_config(
-        "standalone = false\n\
+        "standalone = false\ntrustproxy = true\n\
          [auth_server]\n\
          privateKey = \"$DIR/cert/token.key\"\n\
          admin = \"sysadm\"\n\

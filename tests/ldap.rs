@@ -143,6 +143,7 @@ impl Hub {
         let k = keys.path().display();
         let toml = format!(
             r#"standalone = false
+trustproxy = true
 [auth_server]
 authn = "authn_ldap"
 privateKey = "{k}/token.key"

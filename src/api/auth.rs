@@ -17,11 +17,11 @@ use crate::auth::token::Claims;
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-/// The client's address: the peer, or what a proxy on the same host
-/// (nginx) says the client was.
-pub fn client_addr(headers: &HeaderMap, peer: Option<&Peer>) -> Option<IpAddr> {
+/// The client's address: the peer, or, if `trust_proxy`, what a proxy on
+/// the same host (nginx) says the client was.
+pub fn client_addr(headers: &HeaderMap, peer: Option<&Peer>, trust_proxy: bool) -> Option<IpAddr> {
     let peer = peer?.0.ip();
-    if peer.is_loopback() {
+    if trust_proxy && peer.is_loopback() {
         let forwarded = headers
             .get("x-real-ip")
             .and_then(|v| v.to_str().ok())
@@ -149,12 +149,20 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
     r
 }
 
-pub fn denied() -> Response {
-    error(
-        StatusCode::FORBIDDEN,
-        "DENIED",
-        "requested access to the resource is denied",
-    )
+/// 403 for an account that may not do what it asked. The detail names
+/// the access (Docker's client treats a bare code as retryable).
+pub fn denied(kind: &str, name: &str, actions: &str) -> Response {
+    let body = json!({"errors": [{
+        "code": "DENIED",
+        "message": "requested access to the resource is denied",
+        "detail": [{"Type": kind, "Name": name, "Action": actions}],
+    }]});
+    let mut r = (StatusCode::FORBIDDEN, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
 }
 
 pub fn throttled(wait: std::time::Duration) -> Response {
@@ -163,7 +171,9 @@ pub fn throttled(wait: std::time::Duration) -> Response {
         "TOOMANYREQUESTS",
         "too many failed logins; try again later",
     );
-    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+    // Round up: a client that waits as told must not be refused again.
+    let secs = wait.as_millis().div_ceil(1000).max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r

@@ -13,4 +13,16 @@ pub struct AppState {
     /// `None` when `[dockyard] standalone = true`: everything is allowed.
     pub auth: Option<Arc<Auth>>,
     pub audit: Auditor,
+    /// Believe forwarded-for headers from loopback peers.
+    pub trust_proxy: bool,
+}
+
+impl AppState {
+    pub fn client_addr(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<&super::auth::Peer>,
+    ) -> Option<std::net::IpAddr> {
+        super::auth::client_addr(headers, peer, self.trust_proxy)
+    }
 }

@@ -99,9 +99,17 @@ pub enum Principal {
     User {
         name: String,
         admin: bool,
-        /// An API token's scopes: the user's rights are cut down to these.
-        limit: Option<Vec<ScopeGrant>>,
+        /// Logged in with an API token: the user's rights are cut down to
+        /// its scopes.
+        limit: Option<TokenLimit>,
     },
+}
+
+/// The API token a principal logged in with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLimit {
+    pub id: String,
+    pub grants: Vec<ScopeGrant>,
 }
 
 impl Principal {

@@ -69,11 +69,11 @@ impl Resolver {
         }
         let mut d = self.resolve(who, repo).await?;
         if let Principal::User {
-            limit: Some(grants),
-            ..
+            limit: Some(limit), ..
         } = who
         {
-            let allowed = grants
+            let allowed = limit
+                .grants
                 .iter()
                 .filter(|g| g.matches(repo))
                 .fold(Actions::NONE, |acc, g| acc.union(g.actions));
@@ -166,9 +166,13 @@ fn cache_key(who: &Principal) -> String {
         Principal::Anonymous => String::new(),
         Principal::User { name, admin, limit } => {
             let mut k = format!("{}{name}", if *admin { '!' } else { '@' });
-            for g in limit.iter().flatten() {
-                k.push(' ');
-                k.push_str(&g.to_scope());
+            if let Some(l) = limit {
+                k.push_str(" #");
+                k.push_str(&l.id);
+                for g in &l.grants {
+                    k.push(' ');
+                    k.push_str(&g.to_scope());
+                }
             }
             k
         }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::audit::Auditor;
 use super::ldap::{Ldap, LdapIdentity, same_dn};
-use super::model::{Actions, Principal, RequestedScope, ScopeGrant};
+use super::model::{Actions, Principal, RequestedScope, ScopeGrant, TokenLimit};
 use super::password::{self, VerifiedCache};
 use super::resolver::{Decision, Resolver};
 use super::throttle::Throttle;
@@ -54,9 +54,16 @@ pub struct Auth {
     throttle: Throttle,
     verified: VerifiedCache,
     bearer_cache: Mutex<HashMap<[u8; 32], Claims>>,
+    principals: Mutex<HashMap<PrincipalKey, (Principal, std::time::Instant)>>,
+    signups: Throttle,
 }
 
 const BEARER_CACHE_MAX: usize = 10_000;
+/// A token's subject and the API token it came from.
+type PrincipalKey = (String, Option<String>);
+const PRINCIPAL_TTL: Duration = Duration::from_secs(3);
+/// Sign-ups one address may make before it is slowed down.
+const SIGNUPS_PER_ADDRESS: u32 = 20;
 
 impl Auth {
     pub async fn new(
@@ -102,6 +109,8 @@ impl Auth {
             throttle: Throttle::default(),
             verified: VerifiedCache::new(Duration::from_secs(60)),
             bearer_cache: Mutex::new(HashMap::new()),
+            principals: Mutex::new(HashMap::new()),
+            signups: Throttle::with_free(SIGNUPS_PER_ADDRESS),
         };
         auth.bootstrap_admin(
             &config.auth_server.admin,
@@ -156,6 +165,14 @@ impl Auth {
         Ok(())
     }
 
+    /// Slows down mass sign-ups from one address (each costs a key
+    /// derivation): `Err(retry_after)` when this one must wait.
+    pub fn signup_allowed(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
+        self.signups.check(None, addr)?;
+        self.signups.failed(None, addr);
+        Ok(())
+    }
+
     /// Whether accounts come from a directory (then nobody signs up: a
     /// name could be taken before its directory user first logs in).
     pub fn uses_directory(&self) -> bool {
@@ -176,9 +193,18 @@ impl Auth {
         }
     }
 
-    /// Forget every cached credential and decision (after account changes).
+    /// Forget cached decisions and principals (after any account change).
     pub fn invalidate(&self) {
         self.resolver.invalidate();
+        self.principals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Forget remembered passwords too (after a password change).
+    pub fn forget_credentials(&self) {
+        self.invalidate();
         self.verified.clear();
     }
 
@@ -189,7 +215,10 @@ impl Auth {
         secret: &str,
         addr: Option<IpAddr>,
     ) -> Result<Principal, LoginError> {
-        if let Err(wait) = self.throttle.check(name, addr) {
+        // API token secrets cannot be guessed; slowing their account down
+        // would only let anyone lock a CI robot out by failing its logins.
+        let account = (!secret.starts_with(API_TOKEN_PREFIX)).then_some(name);
+        if let Err(wait) = self.throttle.check(account, addr) {
             return Err(LoginError::Throttled(wait));
         }
         match self.check_credentials(name, secret).await {
@@ -198,7 +227,7 @@ impl Auth {
                 Ok(p)
             }
             Ok(None) => {
-                self.throttle.failed(name, addr);
+                self.throttle.failed(account, addr);
                 self.audit
                     .record(name, "login_failed", None, None, addr)
                     .await;
@@ -308,7 +337,7 @@ impl Auth {
         Ok(Some(Principal::User {
             name: user.name,
             admin: false,
-            limit: Some(grants),
+            limit: Some(TokenLimit { id: tok.id, grants }),
         }))
     }
 
@@ -404,7 +433,8 @@ impl Auth {
         Some(claims)
     }
 
-    /// The principal a token was issued to, as it stands now.
+    /// The principal a user name stands for now (anonymous for none, or for
+    /// an account that no longer exists).
     pub async fn principal_of_subject(&self, sub: &str) -> crate::meta::MetaResult<Principal> {
         if sub.is_empty() {
             return Ok(Principal::Anonymous);
@@ -413,6 +443,80 @@ impl Auth {
             Some(u) => principal_of(&u),
             // A deleted account keeps nothing.
             None => Principal::Anonymous,
+        })
+    }
+
+    /// The principal a bearer token speaks for now: its subject as the
+    /// account stands, limited by the API token it came from — which must
+    /// still exist. Cached briefly; `/uam` changes clear the cache.
+    pub async fn principal_of_claims(&self, claims: &Claims) -> crate::meta::MetaResult<Principal> {
+        let key = (claims.sub.clone(), claims.dyt.clone());
+        {
+            let cache = self.principals.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((p, at)) = cache.get(&key)
+                && at.elapsed() < PRINCIPAL_TTL
+            {
+                return Ok(p.clone());
+            }
+        }
+        let p = match &claims.dyt {
+            None => self.principal_of_subject(&claims.sub).await?,
+            Some(id) => match self.meta.token(id).await? {
+                Some(t)
+                    if t.user == claims.sub
+                        && t.expires_at
+                            .is_none_or(|e| e > chrono::Utc::now().timestamp()) =>
+                {
+                    let grants = t
+                        .scopes
+                        .iter()
+                        .filter_map(|s| ScopeGrant::parse(s))
+                        .collect();
+                    Principal::User {
+                        name: claims.sub.clone(),
+                        admin: false,
+                        limit: Some(TokenLimit { id: t.id, grants }),
+                    }
+                }
+                // The API token was deleted or expired: so is this one.
+                _ => Principal::Anonymous,
+            },
+        };
+        let mut cache = self.principals.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= BEARER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (p.clone(), std::time::Instant::now()));
+        Ok(p)
+    }
+
+    /// What a bearer token allows on `repo`: its grants, cut down to what
+    /// its principal may do now (so revoking a permission, an account or an
+    /// API token takes effect before the token expires), and whether a push
+    /// would create the repository.
+    pub async fn token_allows(
+        &self,
+        claims: &Claims,
+        repo: &RepoName,
+    ) -> crate::meta::MetaResult<Decision> {
+        let granted = claims
+            .access
+            .iter()
+            .filter(|a| a.kind == "repository" && a.name == repo.as_str())
+            .fold(Actions::NONE, |acc, a| {
+                acc.union(Actions::parse_list(&a.actions.join(",")))
+            });
+        if granted.is_empty() {
+            return Ok(Decision {
+                actions: Actions::NONE,
+                creates: false,
+            });
+        }
+        let who = self.principal_of_claims(claims).await?;
+        let now = self.decide(&who, repo).await?;
+        Ok(Decision {
+            actions: granted.intersect(now.actions),
+            creates: now.creates && granted.has(super::model::Action::Push),
         })
     }
 
@@ -443,7 +547,7 @@ impl Auth {
                     Err(_) => Vec::new(),
                 },
                 // The catalog lists only what the caller may pull anyway.
-                "registry" if s.name == "catalog" && !who.is_anonymous() => {
+                "registry" if s.name == "catalog" => {
                     s.actions.iter().filter(|a| *a == "*").cloned().collect()
                 }
                 _ => Vec::new(),
@@ -454,11 +558,13 @@ impl Auth {
                 actions: granted,
             });
         }
-        let subject = match who {
-            Principal::Anonymous => "",
-            Principal::User { name, .. } => name,
+        let (subject, api_token) = match who {
+            Principal::Anonymous => ("", None),
+            Principal::User { name, limit, .. } => {
+                (name.as_str(), limit.as_ref().map(|l| l.id.as_str()))
+            }
         };
-        Ok(self.issuer.issue(subject, access))
+        Ok(self.issuer.issue(subject, access, api_token))
     }
 
     pub fn token_lifetime(&self) -> Duration {

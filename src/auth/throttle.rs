@@ -26,20 +26,37 @@ struct Entry {
     blocked_until: Option<Instant>,
 }
 
-#[derive(Default)]
 pub struct Throttle {
     entries: Mutex<HashMap<Key, Entry>>,
+    free: u32,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::with_free(FREE_FAILURES)
+    }
 }
 
 impl Throttle {
-    fn keys(account: &str, addr: Option<IpAddr>) -> Vec<Key> {
-        let mut keys = vec![Key::Account(account.to_string())];
+    /// A throttle that lets `free` events pass before delaying.
+    pub fn with_free(free: u32) -> Self {
+        Throttle {
+            entries: Mutex::new(HashMap::new()),
+            free,
+        }
+    }
+
+    fn keys(account: Option<&str>, addr: Option<IpAddr>) -> Vec<Key> {
+        let mut keys: Vec<Key> = account
+            .map(|a| Key::Account(a.to_string()))
+            .into_iter()
+            .collect();
         keys.extend(addr.map(Key::Address));
         keys
     }
 
     /// `Err(retry_after)` while the account or the address is blocked.
-    pub fn check(&self, account: &str, addr: Option<IpAddr>) -> Result<(), Duration> {
+    pub fn check(&self, account: Option<&str>, addr: Option<IpAddr>) -> Result<(), Duration> {
         let now = Instant::now();
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let wait = Self::keys(account, addr)
@@ -54,7 +71,7 @@ impl Throttle {
         }
     }
 
-    pub fn failed(&self, account: &str, addr: Option<IpAddr>) {
+    pub fn failed(&self, account: Option<&str>, addr: Option<IpAddr>) {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_ENTRIES {
@@ -71,8 +88,8 @@ impl Throttle {
             }
             e.failures += 1;
             e.last = now;
-            if e.failures >= FREE_FAILURES {
-                let exp = (e.failures - FREE_FAILURES).min(16);
+            if e.failures >= self.free {
+                let exp = (e.failures - self.free).min(16);
                 let block = Duration::from_secs(1u64 << exp).min(MAX_BLOCK);
                 e.blocked_until = Some(now + block);
             }
@@ -97,22 +114,22 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..FREE_FAILURES {
-            assert!(t.check("alice", Some(a)).is_ok());
-            t.failed("alice", Some(a));
+            assert!(t.check(Some("alice"), Some(a)).is_ok());
+            t.failed(Some("alice"), Some(a));
         }
         assert!(
-            t.check("alice", Some(b)).is_err(),
+            t.check(Some("alice"), Some(b)).is_err(),
             "the account is blocked from anywhere"
         );
         assert!(
-            t.check("bob", Some(a)).is_err(),
+            t.check(Some("bob"), Some(a)).is_err(),
             "the address is blocked for any account"
         );
-        assert!(t.check("bob", Some(b)).is_ok());
+        assert!(t.check(Some("bob"), Some(b)).is_ok());
         t.succeeded("alice");
-        assert!(t.check("alice", Some(b)).is_ok());
+        assert!(t.check(Some("alice"), Some(b)).is_ok());
         assert!(
-            t.check("alice", Some(a)).is_err(),
+            t.check(Some("alice"), Some(a)).is_err(),
             "the address stays blocked"
         );
     }

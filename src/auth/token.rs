@@ -29,6 +29,10 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<Access>,
+    /// The API token the subject logged in with, if any: the bearer token
+    /// dies with it and never exceeds its scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dyt: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +100,12 @@ impl Issuer {
     }
 
     /// A signed token for `subject` with `access`, and its claims.
-    pub fn issue(&self, subject: &str, access: Vec<Access>) -> (String, Claims) {
+    pub fn issue(
+        &self,
+        subject: &str,
+        access: Vec<Access>,
+        api_token: Option<&str>,
+    ) -> (String, Claims) {
         let now = unix_now();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -108,6 +117,7 @@ impl Issuer {
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
             access,
+            dyt: api_token.map(str::to_string),
         };
         let mut header = Header::new(self.algorithm);
         header.kid = Some(self.kid.clone());
@@ -284,7 +294,7 @@ mod tests {
             name: "a/b".into(),
             actions: vec!["pull".into()],
         }];
-        let (token, _) = issuer.issue("alice", access.clone());
+        let (token, _) = issuer.issue("alice", access.clone(), None);
         let claims = verifier.verify(&token).unwrap();
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.access, access);
@@ -297,7 +307,7 @@ mod tests {
     fn refuses_tampered_foreign_and_misaddressed_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let (issuer, verifier) = pair(dir.path());
-        let (token, _) = issuer.issue("alice", Vec::new());
+        let (token, _) = issuer.issue("alice", Vec::new(), None);
         // Flip a character of the payload.
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         let mut p = parts[1].clone().into_bytes();
@@ -309,7 +319,7 @@ mod tests {
         let (other_issuer, _) = pair(other.path());
         assert!(
             verifier
-                .verify(&other_issuer.issue("alice", Vec::new()).0)
+                .verify(&other_issuer.issue("alice", Vec::new(), None).0)
                 .is_none(),
             "foreign key"
         );
@@ -318,20 +328,20 @@ mod tests {
         let wrong_aud = Issuer::load(&key, "iss", "other", Duration::from_secs(60)).unwrap();
         assert!(
             verifier
-                .verify(&wrong_aud.issue("alice", Vec::new()).0)
+                .verify(&wrong_aud.issue("alice", Vec::new(), None).0)
                 .is_none(),
             "audience"
         );
         let wrong_iss = Issuer::load(&key, "evil", "svc", Duration::from_secs(60)).unwrap();
         assert!(
             verifier
-                .verify(&wrong_iss.issue("alice", Vec::new()).0)
+                .verify(&wrong_iss.issue("alice", Vec::new(), None).0)
                 .is_none(),
             "issuer"
         );
         // Expired.
         let expired = Issuer::load(&key, "iss", "svc", Duration::from_secs(0)).unwrap();
-        let (t, _) = expired.issue("alice", Vec::new());
+        let (t, _) = expired.issue("alice", Vec::new(), None);
         std::thread::sleep(Duration::from_millis(1100));
         let v = verifier;
         // Leeway is 5 s, so build a token already past it.
@@ -344,6 +354,7 @@ mod tests {
             iat: unix_now() - 120,
             jti: "x".into(),
             access: Vec::new(),
+            dyt: None,
         };
         let mut header = Header::new(expired.algorithm);
         header.kid = Some(expired.kid.clone());

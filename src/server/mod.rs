@@ -160,6 +160,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         registry,
         auth,
         audit,
+        trust_proxy: config.dockyard.trustproxy,
     };
 
     let addr = SocketAddr::new(args.address, args.port);

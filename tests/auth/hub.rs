@@ -255,7 +255,7 @@ impl Hub {
             None => ("$DIR/cert/token.key".into(), "$DIR/cert/token.crt".into()),
         };
         let toml = format!(
-            "standalone = false\n\
+            "standalone = false\ntrustproxy = true\n\
              [auth_server]\n\
              privateKey = \"{key}\"\n\
              admin = \"{ADMIN}\"\n\

@@ -646,7 +646,11 @@ fn push_creates_private_repositories_only_in_owned_namespaces() {
         "alice/new",
         "v1"
     )));
-    let cat = hub.catalog(&Cred::Bearer(hub.token(&Cred::Anon, &[]).0));
+    // A bearer catalog request needs `registry:catalog:*`, as in Docker's
+    // registry; what it lists is filtered to what the caller may pull.
+    let cat = hub.catalog(&Cred::Bearer(
+        hub.token(&Cred::Anon, &["registry:catalog:*"]).0,
+    ));
     cat.expect(200);
     assert!(
         !cat.text().contains("alice/new"),

@@ -64,6 +64,31 @@ fn check_password(p: &str) -> Result<(), UamError> {
     Ok(())
 }
 
+/// Repositories left in a namespace (pushed while the hub ran standalone,
+/// or whose account was deleted) belong to nobody; only an administrator
+/// may hand them to a new account of that name.
+pub async fn unclaimed_repositories(ctx: &Ctx, namespace: &str) -> Result<(), UamError> {
+    if !ctx.auth.meta.repos_in(namespace).await?.is_empty() {
+        return Err(UamError::Conflict(format!(
+            "namespace {namespace} holds repositories of a former owner; \
+             only a system administrator may create this account"
+        )));
+    }
+    Ok(())
+}
+
+/// An account with repositories in its namespace cannot go: its name
+/// would be free to take, repositories included.
+pub async fn no_repositories_left(ctx: &Ctx, namespace: &str) -> Result<(), UamError> {
+    let n = ctx.auth.meta.repos_in(namespace).await?.len();
+    if n > 0 {
+        return Err(UamError::Conflict(format!(
+            "namespace {namespace} still has {n} repositories; delete them first"
+        )));
+    }
+    Ok(())
+}
+
 async fn create(ctx: &Ctx, body: NewUser, role: SystemRole, actor: &str) -> UamResult {
     let name = check_account_name(&body.name).map_err(invalid)?;
     check_email(&body.email)?;
@@ -96,6 +121,13 @@ pub async fn signup(ctx: Ctx, req: Request) -> UamResult {
     if body.role.is_some() {
         return Err(invalid("role cannot be chosen at sign-up"));
     }
+    check_account_name(&body.name).map_err(invalid)?;
+    check_password(&body.password)?;
+    unclaimed_repositories(&ctx, &body.name).await?;
+    // Only requests that will cost a key derivation count.
+    ctx.auth
+        .signup_allowed(ctx.addr)
+        .map_err(UamError::Throttled)?;
     let name = body.name.clone();
     create(&ctx, body, SystemRole::Member, &name).await
 }
@@ -301,6 +333,7 @@ pub async fn remove(ctx: Ctx, Path(user): Path<String>) -> UamResult {
             "administrators cannot delete themselves".into(),
         ));
     }
+    no_repositories_left(&ctx, &user).await?;
     ctx.auth.meta.delete_user(&user).await??;
     ctx.changed(&caller.name, "user.delete", None, &user).await;
     ok(json!({"name": user}))

@@ -25,7 +25,7 @@ use axum::routing::{delete, get, post, put};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::auth::{Peer, client_addr};
+use super::auth::Peer;
 use super::state::AppState;
 use crate::auth::model::Principal;
 use crate::auth::service::{Auth, LoginError};
@@ -219,7 +219,7 @@ impl FromRequestParts<AppState> for Ctx {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Ctx, UamError> {
         let auth = state.auth.clone().ok_or(UamError::Standalone)?;
         Ok(Ctx {
-            addr: client_addr(&parts.headers, parts.extensions.get::<Peer>()),
+            addr: state.client_addr(&parts.headers, parts.extensions.get::<Peer>()),
             headers: parts.headers.clone(),
             state: state.clone(),
             auth,
@@ -256,7 +256,14 @@ impl Ctx {
 
     /// After a change: forget cached decisions and log it.
     pub async fn changed(&self, actor: &str, action: &str, repo: Option<&str>, target: &str) {
-        self.auth.invalidate();
+        // New accounts and tokens change nobody's standing: keep others'
+        // remembered logins (sign-ups must not force everyone through a
+        // key derivation again). Anything else may have (a password, a
+        // membership a directory login re-syncs): forget them.
+        match action {
+            "user.create" | "token.create" => self.auth.invalidate(),
+            _ => self.auth.forget_credentials(),
+        }
         self.state
             .audit
             .record(actor, action, repo, Some(target), self.addr)

@@ -68,6 +68,9 @@ pub async fn create(ctx: Ctx, req: Request) -> UamResult {
     let caller = ctx.caller().await?;
     let body: NewOrg = json_body(req).await?;
     let name = check_account_name(&body.name).map_err(invalid)?;
+    if !caller.admin {
+        super::accounts::unclaimed_repositories(&ctx, &name).await?;
+    }
     let privilege = match body.memberprivilege {
         None => MemberPrivilege::Read,
         Some(p) => MemberPrivilege::try_from(p).map_err(invalid)?,
@@ -160,6 +163,7 @@ pub async fn update(ctx: Ctx, req: Request) -> UamResult {
 pub async fn remove(ctx: Ctx, Path(org): Path<String>) -> UamResult {
     let caller = ctx.caller().await?;
     require_org_admin(&ctx, &caller, &org).await?;
+    super::accounts::no_repositories_left(&ctx, &org).await?;
     ctx.auth.meta.delete_org(&org).await??;
     ctx.changed(&caller.name, "organization.delete", None, &org)
         .await;

@@ -18,9 +18,9 @@ use crate::registry::name::RepoName;
 /// Who a permitted request is from, for the audit log.
 pub struct Who {
     pub name: String,
-    /// Filters listings (the catalog) by what this caller may pull.
+    /// Filters listings (the catalog) by what this caller may pull; `None`
+    /// on a standalone hub.
     pub principal: Option<Principal>,
-    pub claims_access: Option<Vec<crate::auth::token::Access>>,
 }
 
 impl Who {
@@ -28,7 +28,6 @@ impl Who {
         Who {
             name: "anonymous".into(),
             principal: None,
-            claims_access: None,
         }
     }
 }
@@ -52,46 +51,26 @@ fn scope(repo: &RepoName, actions: Actions) -> String {
     format!("repository:{repo}:{actions}")
 }
 
-/// What the credential allows on `repo`.
+/// What the credential allows on `repo`, and whether a push creates it.
 async fn allowed(
     auth: &Auth,
     cred: &Credential,
     repo: &RepoName,
 ) -> Result<(Actions, bool), Response> {
     let backend = |e: crate::meta::MetaError| auth::backend_error(&e.to_string());
-    match cred {
-        Credential::Token(claims) => {
-            let granted = claims
-                .access
-                .iter()
-                .filter(|a| a.kind == "repository" && a.name == repo.as_str())
-                .fold(Actions::NONE, |acc, a| {
-                    acc.union(Actions::parse_list(&a.actions.join(",")))
-                });
-            // Whether a push creates the repository is the subject's case.
-            let creates = if granted.has(crate::auth::model::Action::Push) {
-                let who = auth
-                    .principal_of_subject(&claims.sub)
-                    .await
-                    .map_err(backend)?;
-                auth.decide(&who, repo).await.map_err(backend)?.creates
-            } else {
-                false
-            };
-            Ok((granted, creates))
-        }
-        Credential::User(p) => {
-            let d = auth.decide(p, repo).await.map_err(backend)?;
-            Ok((d.actions, d.creates))
-        }
+    let d = match cred {
+        Credential::Token(claims) => auth.token_allows(claims, repo).await.map_err(backend)?,
+        Credential::User(p) => auth.decide(p, repo).await.map_err(backend)?,
         Credential::Anonymous => {
-            let d = auth
+            let mut d = auth
                 .decide(&Principal::Anonymous, repo)
                 .await
                 .map_err(backend)?;
-            Ok((d.actions, false))
+            d.creates = false;
+            d
         }
-    }
+    };
+    Ok((d.actions, d.creates))
 }
 
 /// Checks a request; on success returns who made it. A mount from a
@@ -110,61 +89,99 @@ pub async fn authorize(
         return Ok(Who::open());
     };
     let need = route.and_then(|r| needs(r, method));
-    let need_scope = need.as_ref().map(|(r, a)| scope(r, *a));
+    // A challenge names every scope the request could use, the source of
+    // a mount included, so clients fetch one token that does it all.
+    let mount_from = match (route, query.get("mount"), query.get("from")) {
+        (Some(Route::Uploads(_)), Some(_), Some(f)) => f.parse::<RepoName>().ok(),
+        _ => None,
+    };
+    let mut scopes: Vec<String> = need.iter().map(|(r, a)| scope(r, *a)).collect();
+    if let Some(from) = &mount_from {
+        scopes.push(scope(from, Actions::PULL));
+    }
+    if matches!(route, Some(Route::Catalog)) {
+        scopes.push("registry:catalog:*".to_string());
+    }
+    let challenge_scope = (!scopes.is_empty()).then(|| scopes.join(" "));
     let cred = match auth::credential(auth, headers, addr).await {
         Ok(c) => c,
         Err(CredentialError::Invalid { bearer }) => {
             return Err(auth::challenge(
                 auth,
                 headers,
-                need_scope.as_deref(),
+                challenge_scope.as_deref(),
                 bearer.then_some("invalid_token"),
             ));
         }
         Err(CredentialError::Throttled(d)) => return Err(auth::throttled(d)),
         Err(CredentialError::Backend(e)) => return Err(auth::backend_error(&e)),
     };
-    let (name, principal, claims_access) = match &cred {
-        Credential::Anonymous => ("anonymous".to_string(), Some(Principal::Anonymous), None),
-        Credential::User(p) => (p.name().to_string(), Some(p.clone()), None),
-        Credential::Token(c) => {
-            let n = if c.sub.is_empty() {
-                "anonymous"
+    let backend = |e: crate::meta::MetaError| auth::backend_error(&e.to_string());
+    let who = match &cred {
+        Credential::Anonymous => Who {
+            name: "anonymous".to_string(),
+            principal: Some(Principal::Anonymous),
+        },
+        Credential::User(p) => Who {
+            name: p.name().to_string(),
+            principal: Some(p.clone()),
+        },
+        Credential::Token(c) => Who {
+            name: if c.sub.is_empty() {
+                "anonymous".into()
             } else {
-                &c.sub
-            };
-            (n.to_string(), None, Some(c.access.clone()))
-        }
+                c.sub.clone()
+            },
+            principal: Some(auth.principal_of_claims(c).await.map_err(backend)?),
+        },
     };
-    let who = Who {
-        name,
-        principal,
-        claims_access,
-    };
-    // The version check (`/v2/`) and the catalog only need a caller: an
-    // anonymous one is challenged so `docker login` can prove credentials.
     let Some((repo, wanted)) = need else {
-        if matches!(cred, Credential::Anonymous) {
-            return Err(auth::challenge(auth, headers, None, None));
+        // The version check (`/v2/`) and the catalog need a caller who
+        // proved something: an anonymous one is challenged, so `docker
+        // login` can check credentials. A token lists the catalog only if
+        // it was granted `registry:catalog:*`.
+        let catalog_ok = match (&cred, route) {
+            (Credential::Anonymous, _) => false,
+            (Credential::Token(c), Some(Route::Catalog)) => c.access.iter().any(|a| {
+                a.kind == "registry" && a.name == "catalog" && a.actions.iter().any(|x| x == "*")
+            }),
+            _ => true,
+        };
+        if !catalog_ok {
+            let error = matches!(cred, Credential::Token(_)).then_some("insufficient_scope");
+            return Err(auth::challenge(
+                auth,
+                headers,
+                challenge_scope.as_deref(),
+                error,
+            ));
         }
         return Ok(who);
     };
     let (actions, creates) = allowed(auth, &cred, &repo).await?;
     if !actions.contains(wanted) {
-        return Err(refuse(auth, &cred, &repo, wanted, headers).await);
+        return Err(refuse(
+            auth,
+            &cred,
+            &who,
+            &repo,
+            wanted,
+            headers,
+            challenge_scope.as_deref(),
+        )
+        .await);
     }
     if wanted.has(crate::auth::model::Action::Push) && creates {
         create_repo(state, &repo).await?;
     }
     if let (Some(_), Some(Route::Uploads(_))) = (query.get("mount"), route) {
-        let from_ok = match query.get("from").map(str::parse::<RepoName>) {
-            Some(Ok(from)) => allowed(auth, &cred, &from)
+        let from_ok = match &mount_from {
+            Some(from) => allowed(auth, &cred, from)
                 .await?
                 .0
                 .has(crate::auth::model::Action::Pull),
             // Looking a digest up across the hub is for administrators.
-            None => matches!(&cred, Credential::User(p) if p.is_admin()),
-            Some(Err(_)) => false,
+            None => who.principal.as_ref().is_some_and(Principal::is_admin),
         };
         if !from_ok {
             query.remove("mount");
@@ -179,30 +196,32 @@ pub async fn authorize(
 async fn refuse(
     auth: &Auth,
     cred: &Credential,
+    who: &Who,
     repo: &RepoName,
     wanted: Actions,
     headers: &HeaderMap,
+    challenge_scope: Option<&str>,
 ) -> Response {
-    let s = scope(repo, wanted);
+    let denied = || auth::denied("repository", repo.as_str(), &wanted.to_string());
     match cred {
-        Credential::Anonymous => auth::challenge(auth, headers, Some(&s), None),
-        Credential::User(_) => auth::denied(),
-        Credential::Token(claims) => {
-            if claims.sub.is_empty() {
-                return auth::challenge(auth, headers, Some(&s), Some("insufficient_scope"));
-            }
-            let could = match auth.principal_of_subject(&claims.sub).await {
-                Ok(p) => auth
-                    .decide(&p, repo)
-                    .await
-                    .map(|d| d.actions.contains(wanted))
-                    .unwrap_or(false),
-                Err(_) => false,
+        Credential::Anonymous => auth::challenge(auth, headers, challenge_scope, None),
+        Credential::User(_) => denied(),
+        Credential::Token(_) => {
+            let Some(p) = &who.principal else {
+                return denied();
             };
+            if p.is_anonymous() {
+                return auth::challenge(auth, headers, challenge_scope, Some("insufficient_scope"));
+            }
+            let could = auth
+                .decide(p, repo)
+                .await
+                .map(|d| d.actions.contains(wanted))
+                .unwrap_or(false);
             if could {
-                auth::challenge(auth, headers, Some(&s), Some("insufficient_scope"))
+                auth::challenge(auth, headers, challenge_scope, Some("insufficient_scope"))
             } else {
-                auth::denied()
+                denied()
             }
         }
     }
@@ -232,28 +251,10 @@ async fn create_repo(state: &AppState, repo: &RepoName) -> Result<(), Response> 
 
 /// Whether the caller may see a repository in the catalog.
 pub async fn may_list(state: &AppState, who: &Who, repo: &RepoName) -> bool {
-    let Some(auth) = &state.auth else { return true };
-    if let Some(access) = &who.claims_access {
-        // A catalog token says nothing of repositories: ask about the subject.
-        let _ = access;
-        let sub = if who.name == "anonymous" {
-            ""
-        } else {
-            who.name.as_str()
-        };
-        return match auth.principal_of_subject(sub).await {
-            Ok(p) => auth
-                .decide(&p, repo)
-                .await
-                .is_ok_and(|d| d.actions.has(crate::auth::model::Action::Pull)),
-            Err(_) => false,
-        };
-    }
-    match &who.principal {
-        Some(p) => auth
-            .decide(p, repo)
-            .await
-            .is_ok_and(|d| d.actions.has(crate::auth::model::Action::Pull)),
-        None => true,
-    }
+    let (Some(auth), Some(p)) = (&state.auth, &who.principal) else {
+        return true;
+    };
+    auth.decide(p, repo)
+        .await
+        .is_ok_and(|d| d.actions.has(crate::auth::model::Action::Pull))
 }

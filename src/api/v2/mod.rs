@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
 
-use super::auth::{Peer, client_addr};
+use super::auth::Peer;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::registry::RegistryError;
@@ -29,7 +29,7 @@ pub type ApiResult = Result<Response, ApiError>;
 
 /// `GET /v2/`: the API version check (which also proves credentials).
 pub async fn base(State(state): State<AppState>, req: Request) -> Response {
-    let addr = client_addr(req.headers(), req.extensions().get::<Peer>());
+    let addr = state.client_addr(req.headers(), req.extensions().get::<Peer>());
     let mut query = Query::parse(None);
     if let Err(r) =
         access::authorize(&state, None, req.method(), &mut query, req.headers(), addr).await
@@ -63,7 +63,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let mut query = Query::parse(parts.uri.query());
     let h = &parts.headers;
     let m = &parts.method;
-    let addr = client_addr(h, parts.extensions.get::<Peer>());
+    let addr = state.client_addr(h, parts.extensions.get::<Peer>());
     let who = match access::authorize(&state, Some(&route), m, &mut query, h, addr).await {
         Ok(who) => who,
         Err(r) => return r,
