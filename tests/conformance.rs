@@ -2177,3 +2177,83 @@ fn auth_extra_checks() {
     extra_tags_list_pagination_on(&t);
     extra_blob_upload_cancel_on(&t);
 }
+
+// ---------------------------------------------------------------------------
+// every workflow on every metadata backend
+// ---------------------------------------------------------------------------
+
+/// Starts a shared test service with `packaging/services/<script>` (the
+/// same instances and ports as the unit tests) and returns its URL.
+fn service(script: &str, ports: &[&str]) -> String {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/test-services");
+    std::fs::create_dir_all(&dir).expect("target/test-services");
+    let out = std::process::Command::new(root.join("packaging/services").join(script))
+        .arg("start")
+        .arg(&dir)
+        .args(ports)
+        .output()
+        .expect("run the service script");
+    assert!(
+        out.status.success(),
+        "{script} failed (run packaging/install-test-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A fresh database on a SQL server (named after a random id) for one run.
+fn fresh_sql_database(url: &str) -> String {
+    let name = format!(
+        "dockyard_conf_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let (base, _) = url.rsplit_once('/').expect("URL with a database");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sea_orm::{ConnectionTrait, Database};
+        let db = Database::connect(url)
+            .await
+            .expect("connect to the test database");
+        db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a database");
+    });
+    format!("{base}/{name}")
+}
+
+/// Every workflow (ginkgo port and the newer runner) against a hub whose
+/// metadata lives in `db` (a `[db]` section).
+fn conformance_on_backend(db: &str) {
+    let server = common::Server::start_config(&format!("{db}\n"));
+    let t = Target {
+        base: server.base.clone(),
+        _server: Some(server),
+        suffix: String::new(),
+        login: None,
+        cross_ns: None,
+    };
+    run_ginkgo_on(&t, 4, "").finish("all workflows");
+    run_runner_suite(&t);
+}
+
+#[test]
+fn backend_mariadb_conformance() {
+    let url = fresh_sql_database(&service("mariadb.sh", &["33306"]));
+    conformance_on_backend(&format!("[db]\ndriver = \"mysql\"\nuri = \"{url}\""));
+}
+
+#[test]
+fn backend_postgres_conformance() {
+    let url = fresh_sql_database(&service("postgres.sh", &["35432"]));
+    conformance_on_backend(&format!("[db]\ndriver = \"postgres\"\nuri = \"{url}\""));
+}
+
+#[test]
+fn backend_redis_conformance() {
+    let url = service("redis.sh", &["36379"]);
+    let prefix = format!("conf{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    conformance_on_backend(&format!(
+        "[db]\ndriver = \"redis\"\nuri = \"{url}\"\nprefix = \"{prefix}\""
+    ));
+}
