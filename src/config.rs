@@ -99,6 +99,10 @@ pub struct DockyardConfig {
     /// Believe `X-Real-IP` / `X-Forwarded-For` from loopback peers (nginx
     /// on this host), for throttling and the audit log.
     pub trustproxy: bool,
+    /// Host names this hub answers for, comma-separated: appc image names
+    /// start with one (`hub.example.com/ns/app`), v1 clients are sent to
+    /// the first (`X-Docker-Endpoints`). Empty: the Host the client used.
+    pub domains: String,
 }
 
 /// The token service (the issuing side).
@@ -229,6 +233,7 @@ impl Default for DockyardConfig {
             max_manifest_size: 4 * 1024 * 1024,
             standalone: true,
             trustproxy: false,
+            domains: String::new(),
         }
     }
 }
@@ -417,6 +422,16 @@ impl Config {
             return invalid("audit.retention_days", "must be at least 1");
         }
         Ok(())
+    }
+
+    /// `[dockyard] domains` as a list.
+    pub fn domains(&self) -> Vec<String> {
+        self.dockyard
+            .domains
+            .split(',')
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect()
     }
 
     /// The database URI the `[db]` section resolves to.
