@@ -15,6 +15,8 @@ pub struct AppState {
     pub audit: Auditor,
     /// Believe forwarded-for headers from loopback peers.
     pub trust_proxy: bool,
+    /// `[dockyard] domains` (lowercase); empty: the Host the client used.
+    pub domains: Vec<String>,
 }
 
 impl AppState {

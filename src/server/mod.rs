@@ -161,6 +161,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         auth,
         audit,
         trust_proxy: config.dockyard.trustproxy,
+        domains: config.domains(),
     };
 
     let addr = SocketAddr::new(args.address, args.port);
