@@ -314,6 +314,33 @@ impl Registry {
         }
     }
 
+    /// Stores content the hub produced itself (a converted image, a
+    /// synthesized config) whose digest is known only once it is all
+    /// written: hashes while writing, commits under the computed digest and
+    /// links it into `repo`. Returns the digest and size.
+    #[cfg_attr(not(test), allow(dead_code))] // the format converters use it
+    pub async fn store_generated(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+        stream: ByteStream,
+    ) -> RegistryResult<(Digest, u64)> {
+        let id = self.start_upload(repo, algorithm).await?;
+        let hasher = Hasher::new(algorithm);
+        let result = async {
+            let (hasher, len) = self.ingest(&id, 0, hasher, stream).await?;
+            let digest = hasher.finish();
+            self.store.commit_upload(&id.0, &digest, len).await?;
+            self.meta.link_blob(repo, &digest, len).await?;
+            Ok((digest, len))
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.store.delete_upload(&id.0).await;
+        }
+        result
+    }
+
     async fn store_small(
         &self,
         repo: &RepoName,
@@ -494,6 +521,44 @@ mod tests {
             check_range(5, Some(ChunkRange { start: 5, end: 9 }), Some(4)),
             Err(RegistryError::SizeInvalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn generated_content_is_stored_under_its_digest() {
+        use crate::meta::sql::SqlMeta;
+        use crate::storage::local::LocalStore;
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqlMeta::open(
+            &format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display()),
+            2,
+        )
+        .await
+        .unwrap();
+        let store = LocalStore::open(&dir.path().join("blobs")).unwrap();
+        let reg = Registry::new(
+            std::sync::Arc::new(meta),
+            std::sync::Arc::new(store),
+            super::super::Limits {
+                max_manifest_size: 1 << 20,
+                upload_expiry: 3600,
+            },
+        );
+        let repo: RepoName = "a/b".parse().unwrap();
+        let chunks: Vec<std::io::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
+        let (digest, len) = reg
+            .store_generated(
+                &repo,
+                Algorithm::Sha256,
+                Box::pin(futures_util::stream::iter(chunks)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(digest, Digest::of(Algorithm::Sha256, b"hello world"));
+        assert_eq!(len, 11);
+        assert_eq!(reg.blob_size(&repo, &digest).await.unwrap(), 11);
     }
 
     #[test]
