@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// `dev` logs at debug level by default; `prod` at info.
     pub runmode: RunMode,
-    /// Only `http` for now; put nginx in front for TLS.
+    /// `http`, or `https` (TLS served by the hub itself).
     pub listenmode: ListenMode,
+    /// PEM certificate chain for `listenmode = "https"`.
+    pub httpscertfile: PathBuf,
+    /// PEM private key for `listenmode = "https"`.
+    pub httpskeyfile: PathBuf,
     pub log: LogConfig,
     pub db: DbConfig,
     pub dockyard: DockyardConfig,
@@ -38,6 +42,9 @@ pub enum RunMode {
 pub enum ListenMode {
     #[default]
     Http,
+    /// TLS served by the hub itself (rustls), from `httpscertfile` and
+    /// `httpskeyfile`.
+    Https,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -201,6 +208,8 @@ impl Default for Config {
         Config {
             runmode: RunMode::Dev,
             listenmode: ListenMode::Http,
+            httpscertfile: PathBuf::from("cert/dockyard.crt"),
+            httpskeyfile: PathBuf::from("cert/dockyard.key"),
             log: LogConfig::default(),
             db: DbConfig::default(),
             dockyard: DockyardConfig::default(),
@@ -416,6 +425,19 @@ impl Config {
                     "authn_ldap.groupfilter",
                     "is required to map groups onto teams",
                 );
+            }
+        }
+        if self.listenmode == ListenMode::Https {
+            for (key, path) in [
+                ("httpscertfile", &self.httpscertfile),
+                ("httpskeyfile", &self.httpskeyfile),
+            ] {
+                if !path.is_file() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: format!("{} does not exist (needed for listenmode = \"https\")", path.display()),
+                    });
+                }
             }
         }
         if self.audit.retention_days == 0 {

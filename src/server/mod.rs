@@ -22,7 +22,7 @@ use crate::api::state::AppState;
 use crate::auth::audit::Auditor;
 use crate::auth::service::Auth;
 use crate::cli::{AdminArgs, AdminCommand, Command, ConfigArg, GcArgs, WebArgs};
-use crate::config::{Config, DbDriver, RunMode};
+use crate::config::{Config, DbDriver, ListenMode, RunMode};
 use crate::meta::MetaStore;
 use crate::meta::cache::CachedMeta;
 use crate::meta::sql::SqlMeta;
@@ -164,6 +164,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         domains: config.domains(),
     };
 
+    let tls = tls_acceptor(&config)?;
     let addr = SocketAddr::new(args.address, args.port);
     let listener = TcpListener::bind(addr)
         .await
@@ -171,13 +172,17 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(%local, data = %config.dockyard.path.display(), "dockyard is serving");
     // Tests and scripts wait for this exact line.
-    println!("listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{local}");
 
-    serve(listener, crate::api::router(state)).await;
+    serve(listener, crate::api::router(state), tls).await;
     Ok(())
 }
 
-async fn serve(listener: TcpListener, app: axum::Router) {
+/// Bound on a client's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn serve(listener: TcpListener, app: axum::Router, tls: Option<tokio_rustls::TlsAcceptor>) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
@@ -193,24 +198,27 @@ async fn serve(listener: TcpListener, app: axum::Router) {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let io = TokioIo::new(conn::ZeroCopyStream::new(stream));
-                // Handlers learn the peer address from this extension.
-                let with_peer = tower::ServiceBuilder::new()
-                    .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(Peer(peer));
-                        req
-                    })
-                    .service(app.clone());
-                let service = TowerToHyperService::new(with_peer);
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(io, service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                let watcher = graceful.watcher();
+                let app = app.clone();
+                match &tls {
+                    // Plain TCP: file-backed bodies go out with sendfile.
+                    None => {
+                        let io = TokioIo::new(conn::ZeroCopyStream::new(stream));
+                        tokio::spawn(serve_connection(io, peer, app, watcher));
                     }
-                });
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    serve_connection(TokioIo::new(tls), peer, app, watcher).await
+                                }
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -221,6 +229,57 @@ async fn serve(listener: TcpListener, app: axum::Router) {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN_TIME) => tracing::warn!("connections still open after the drain time"),
     }
+}
+
+/// Serves HTTP/1.1 on one connection until it ends or the server drains.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    // Handlers learn the peer address from this extension.
+    let with_peer = tower::ServiceBuilder::new()
+        .map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            req
+        })
+        .service(app);
+    let service = TowerToHyperService::new(with_peer);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The TLS acceptor for `listenmode = "https"`.
+fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if config.listenmode != ListenMode::Https {
+        return Ok(None);
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.httpscertfile)
+        .and_then(|it| it.collect())
+        .with_context(|| format!("httpscertfile: reading {}", config.httpscertfile.display()))?;
+    if certs.is_empty() {
+        bail!("httpscertfile: no certificate in {}", config.httpscertfile.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&config.httpskeyfile)
+        .with_context(|| format!("httpskeyfile: reading {}", config.httpskeyfile.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("httpskeyfile: the key does not match httpscertfile")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls))))
 }
 
 async fn shutdown_signal() {

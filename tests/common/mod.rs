@@ -37,6 +37,12 @@ impl Server {
     /// replaced by the server's private temp directory (the data directory
     /// is `$DIR/data`), e.g. for `privateKey = "$DIR/token.key"`.
     pub fn start_config(extra: &str) -> Server {
+        Server::start_top_config("", extra)
+    }
+
+    /// As `start_config`, with `top` (top-level keys such as `listenmode`)
+    /// placed before every section; `$DIR` is replaced there too.
+    pub fn start_top_config(top: &str, extra: &str) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("dockyard-test-")
             .tempdir()
@@ -45,7 +51,8 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "runmode = \"dev\"\n[log]\nlevel = \"warn\"\n[dockyard]\npath = \"{}\"\n{}\n",
+                "runmode = \"dev\"\n{}\n[log]\nlevel = \"warn\"\n[dockyard]\npath = \"{}\"\n{}\n",
+                top.replace("$DIR", &dir.path().display().to_string()),
                 dir.path().join("data").display(),
                 extra.replace("$DIR", &dir.path().display().to_string())
             ),
@@ -103,7 +110,10 @@ impl Server {
             }
         };
         self.base = url.clone();
-        self.addr = url.trim_start_matches("http://").to_string();
+        self.addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         self.child = Some(child);
     }
 
