@@ -457,3 +457,47 @@ impl<M: MetaStore> AuditStore for CachedMeta<M> {
         self.inner.prune_audit(before).await
     }
 }
+
+#[async_trait]
+impl<M: MetaStore> super::aci::AciStore for CachedMeta<M> {
+    async fn put_aci_image(&self, image: &super::aci::AciImage) -> MetaResult<()> {
+        self.inner.put_aci_image(image).await
+    }
+
+    async fn aci_image(
+        &self,
+        repo: &RepoName,
+        version: &str,
+        os: &str,
+        arch: &str,
+    ) -> MetaResult<Option<super::aci::AciImage>> {
+        self.inner.aci_image(repo, version, os, arch).await
+    }
+
+    async fn put_aci_conversion(
+        &self,
+        conversion: &super::aci::AciConversion,
+    ) -> MetaResult<super::aci::AciConversion> {
+        self.inner.put_aci_conversion(conversion).await
+    }
+
+    async fn aci_conversion(&self, key: &str) -> MetaResult<Option<super::aci::AciConversion>> {
+        self.inner.aci_conversion(key).await
+    }
+
+    async fn set_aci_pubkeys(&self, namespace: &str, armored: &str, at: i64) -> MetaResult<()> {
+        self.inner.set_aci_pubkeys(namespace, armored, at).await
+    }
+
+    async fn aci_pubkeys(&self, namespace: &str) -> MetaResult<Option<String>> {
+        self.inner.aci_pubkeys(namespace).await
+    }
+
+    async fn delete_aci_pubkeys(&self, namespace: &str) -> MetaResult<bool> {
+        self.inner.delete_aci_pubkeys(namespace).await
+    }
+
+    async fn aci_blob_in_use(&self, digest: &Digest) -> MetaResult<bool> {
+        self.inner.aci_blob_in_use(digest).await
+    }
+}

@@ -99,6 +99,10 @@ checks!(
     concurrent_memberships,
     concurrent_content,
     concurrent_deletes,
+    aci_images,
+    aci_conversions,
+    aci_pubkeys,
+    aci_blobs_in_use,
 );
 
 /// Runs every check (or those `DYTEST_CONTRACT_ONLY` selects) one after the
@@ -2126,6 +2130,9 @@ async fn repo_deleted_during_pushes(s: &dyn MetaStore, delay_us: u64) {
 /// Fresh, empty databases on the test servers (`crate::testsupport`), one
 /// per test run, created with a default collation that is not byte order so
 /// that a schema relying on it fails.
+mod aci;
+use aci::{aci_blobs_in_use, aci_conversions, aci_images, aci_pubkeys};
+
 pub(crate) mod databases {
     use sea_orm::{ConnectionTrait, Database};
 

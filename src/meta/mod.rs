@@ -13,6 +13,7 @@
 //! lacked at that moment.
 
 pub mod accounts;
+pub mod aci;
 pub mod audit;
 pub mod cache;
 #[cfg(test)]
@@ -163,6 +164,9 @@ pub trait ContentStore: Send + Sync + 'static {
 }
 
 /// Everything the hub keeps besides blob bytes: one backend implements all.
-pub trait MetaStore: ContentStore + accounts::AccountStore + audit::AuditStore {}
+pub trait MetaStore:
+    ContentStore + accounts::AccountStore + audit::AuditStore + aci::AciStore
+{
+}
 
-impl<T: ContentStore + accounts::AccountStore + audit::AuditStore> MetaStore for T {}
+impl<T: ContentStore + accounts::AccountStore + audit::AuditStore + aci::AciStore> MetaStore for T {}

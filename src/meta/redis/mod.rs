@@ -81,6 +81,7 @@
 // Until `server::open_meta` constructs it, only the tests do.
 
 mod accounts;
+mod aci;
 mod scripts;
 #[cfg(test)]
 mod tests;

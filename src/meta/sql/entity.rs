@@ -237,3 +237,39 @@ pub mod namespace_kind {
     pub const USER: i16 = 1;
     pub const ORGANIZATION: i16 = 2;
 }
+
+entity!(aci_images, "aci_images", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    repo: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    version: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    os: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    arch: String,
+    aci_digest: String,
+    aci_size: i64,
+    image_id: String,
+    signature: Option<String>,
+    manifest: Vec<u8>,
+    created_at: i64,
+});
+
+entity!(aci_conversions, "aci_conversions", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    key: String,
+    repo: String,
+    source: String,
+    aci_digest: String,
+    aci_size: i64,
+    image_id: String,
+    manifest: Vec<u8>,
+    created_at: i64,
+});
+
+entity!(aci_pubkeys, "aci_pubkeys", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    namespace: String,
+    armored: String,
+    updated_at: i64,
+});

@@ -57,6 +57,7 @@ macro_rules! write_txn {
 }
 
 mod accounts;
+mod aci;
 mod entity;
 
 use std::collections::HashSet;
