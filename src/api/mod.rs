@@ -2,6 +2,7 @@
 //! registry core or the auth service; none touches storage or metadata
 //! directly.
 
+pub mod aci;
 pub mod auth;
 pub mod error;
 pub mod state;
@@ -25,6 +26,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2)
         .merge(uam::router())
+        // appc ACIs; also the fallback: discovery pages at any other path.
+        .merge(aci::router(&state))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(state)
 }

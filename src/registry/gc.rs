@@ -37,6 +37,10 @@ impl Registry {
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (digest, size) in &page {
+                // ACIs and their signatures are named by ACI records.
+                if self.meta.aci_blob_in_use(digest).await? {
+                    continue;
+                }
                 if dry_run || self.meta.forget_blob(digest).await? {
                     if !dry_run {
                         self.store.delete(digest).await?;

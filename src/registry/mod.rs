@@ -5,6 +5,7 @@
 //! parse requests into the domain types here (`Digest`, `RepoName`,
 //! `Reference`, byte streams) and map `RegistryError` to their protocol.
 
+pub mod aci;
 pub mod blobs;
 pub mod digest;
 pub mod error;
