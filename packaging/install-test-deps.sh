@@ -42,6 +42,7 @@ PACKAGES="
     slapd
     ldap-utils
     openssl
+    appc-spec gnupg
     procps
 "
 
