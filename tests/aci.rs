@@ -1401,3 +1401,80 @@ fn private_images_need_permission() {
         "{pushes:?}"
     );
 }
+
+#[test]
+fn garbage_collection_keeps_what_acis_name() {
+    let mut hub = standalone("domains = \"127.0.0.1\"");
+    let port = port_of(&hub.srv);
+    let dir = tempfile::tempdir().unwrap();
+    let gpg = Gpg::new();
+    gpg.generate();
+    let name = "127.0.0.1/acme/gc";
+    let push = |file: &Path| {
+        let aci = std::fs::read(file).unwrap();
+        let asc = gpg.sign(file);
+        acpush(
+            &Push {
+                host: "127.0.0.1",
+                port: &port,
+                uri: "127.0.0.1/acme/gc:1.0",
+                cred: Cred::Anon,
+            },
+            &aci,
+            &asc,
+        )
+        .expect("acpush");
+        (aci, asc)
+    };
+    let old = build_aci(
+        dir.path(),
+        "old.aci",
+        &app_manifest(name, "1.0"),
+        &[("f", b"old")],
+    );
+    push(&old);
+    // Pushed again under the same labels: the first ACI is named no more.
+    let new = build_aci(
+        dir.path(),
+        "new.aci",
+        &app_manifest(name, "1.0"),
+        &[("f", b"new")],
+    );
+    let (aci, asc) = push(&new);
+    push_docker_image(&hub, &Cred::Anon, "acme/img", "1", "amd64");
+    let conv_url = "/_aci/images/127.0.0.1/acme/img/1/linux/amd64.aci";
+    let converted = get(&hub, conv_url, &Cred::Anon);
+    converted.expect(200);
+    let before = blob_files(&hub.srv.data_dir());
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    hub.srv.kill();
+    let out = Command::new(env!("CARGO_BIN_EXE_dockyard"))
+        .args(["gc", "--grace", "0", "--config"])
+        .arg(&hub.srv.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hub.srv.restart();
+    hub.base = hub.srv.base.clone();
+
+    // The old ACI and its signature went; nothing any record names did.
+    assert_eq!(blob_files(&hub.srv.data_dir()), before - 2);
+    let url = format!("/_aci/images/{name}/1.0/linux/amd64.aci");
+    assert_eq!(get(&hub, &url, &Cred::Anon).body, aci);
+    assert_eq!(get(&hub, &format!("{url}.asc"), &Cred::Anon).body, asc);
+    let latest = url.replace("/1.0/", "/latest/");
+    assert_eq!(get(&hub, &latest, &Cred::Anon).body, aci);
+    let again = get(&hub, conv_url, &Cred::Anon);
+    again.expect(200);
+    assert_eq!(again.body, converted.body);
+    assert_eq!(
+        blob_files(&hub.srv.data_dir()),
+        before - 2,
+        "no new conversion"
+    );
+}
