@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261123_000001_registry;
 mod m20261123_000002_accounts;
 mod m20261123_000003_namespaces;
+mod m20261123_000004_legacy;
 mod m20261123_000005_aci;
 
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_registry::Migration),
             Box::new(m20261123_000002_accounts::Migration),
             Box::new(m20261123_000003_namespaces::Migration),
+            Box::new(m20261123_000004_legacy::Migration),
             Box::new(m20261123_000005_aci::Migration),
         ]
     }

@@ -501,3 +501,108 @@ impl<M: MetaStore> super::aci::AciStore for CachedMeta<M> {
         self.inner.aci_blob_in_use(digest).await
     }
 }
+
+#[async_trait]
+impl<M: MetaStore> super::legacy::LegacyStore for CachedMeta<M> {
+    async fn put_v1_image(
+        &self,
+        image: &super::legacy::V1Image,
+        replace_complete: bool,
+    ) -> MetaResult<Change> {
+        self.inner.put_v1_image(image, replace_complete).await
+    }
+
+    async fn add_v1_images(&self, images: &[super::legacy::V1Image]) -> MetaResult<()> {
+        self.inner.add_v1_images(images).await
+    }
+
+    async fn v1_image(&self, id: &str) -> MetaResult<Option<super::legacy::V1Image>> {
+        self.inner.v1_image(id).await
+    }
+
+    async fn set_v1_layer(
+        &self,
+        id: &str,
+        layer: &super::legacy::V1Layer,
+        checksum: &str,
+    ) -> MetaResult<Change> {
+        self.inner.set_v1_layer(id, layer, checksum).await
+    }
+
+    async fn complete_v1_image(&self, id: &str, checksum: &str) -> MetaResult<Change> {
+        self.inner.complete_v1_image(id, checksum).await
+    }
+
+    async fn set_v1_checksum(&self, id: &str, checksum: &str) -> MetaResult<()> {
+        self.inner.set_v1_checksum(id, checksum).await
+    }
+
+    async fn put_layer_info(
+        &self,
+        layer: &Digest,
+        info: &super::legacy::LayerInfo,
+    ) -> MetaResult<()> {
+        self.inner.put_layer_info(layer, info).await
+    }
+
+    async fn layer_info(&self, layer: &Digest) -> MetaResult<Option<super::legacy::LayerInfo>> {
+        self.inner.layer_info(layer).await
+    }
+
+    async fn put_v1_conversion(&self, conversion: &super::legacy::Conversion) -> MetaResult<()> {
+        self.inner.put_v1_conversion(conversion).await
+    }
+
+    async fn v1_image_of_manifest(&self, manifest: &Digest) -> MetaResult<Option<String>> {
+        self.inner.v1_image_of_manifest(manifest).await
+    }
+
+    async fn manifest_of_v1_image(
+        &self,
+        image: &str,
+    ) -> MetaResult<Option<super::legacy::Conversion>> {
+        self.inner.manifest_of_v1_image(image).await
+    }
+
+    async fn declare_v1_images(&self, repo: &RepoName, ids: &[String]) -> MetaResult<()> {
+        self.inner.declare_v1_images(repo, ids).await
+    }
+
+    async fn reference_v1_images(&self, repo: &RepoName, ids: &[String]) -> MetaResult<()> {
+        self.inner.reference_v1_images(repo, ids).await
+    }
+
+    async fn v1_references(&self, repo: &RepoName, id: &str) -> MetaResult<bool> {
+        self.inner.v1_references(repo, id).await
+    }
+
+    async fn v1_repo_images(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> MetaResult<Vec<String>> {
+        self.inner.v1_repo_images(repo, after, limit).await
+    }
+
+    async fn v1_image_repos(&self, id: &str, limit: u32) -> MetaResult<Vec<RepoName>> {
+        self.inner.v1_image_repos(id, limit).await
+    }
+
+    async fn v1_declaring_repos(&self, id: &str, limit: u32) -> MetaResult<Vec<RepoName>> {
+        self.inner.v1_declaring_repos(id, limit).await
+    }
+
+    async fn forget_v1_repo(&self, repo: &RepoName) -> MetaResult<()> {
+        self.inner.forget_v1_repo(repo).await
+    }
+
+    async fn search_repos(
+        &self,
+        query: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> MetaResult<Vec<super::legacy::RepoMatch>> {
+        self.inner.search_repos(query, after, limit).await
+    }
+}

@@ -103,6 +103,10 @@ checks!(
     aci_conversions,
     aci_pubkeys,
     aci_blobs_in_use,
+    v1_images,
+    v1_conversions,
+    v1_repo_images,
+    v1_search,
 );
 
 /// Runs every check (or those `DYTEST_CONTRACT_ONLY` selects) one after the
@@ -2132,6 +2136,8 @@ async fn repo_deleted_during_pushes(s: &dyn MetaStore, delay_us: u64) {
 /// that a schema relying on it fails.
 mod aci;
 use aci::{aci_blobs_in_use, aci_conversions, aci_images, aci_pubkeys};
+mod legacy;
+use legacy::{v1_conversions, v1_images, v1_repo_images, v1_search};
 
 pub(crate) mod databases {
     use sea_orm::{ConnectionTrait, Database};

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod cache;
 #[cfg(test)]
 pub mod contract;
+pub mod legacy;
 pub mod redis;
 pub mod sql;
 
@@ -165,8 +166,12 @@ pub trait ContentStore: Send + Sync + 'static {
 
 /// Everything the hub keeps besides blob bytes: one backend implements all.
 pub trait MetaStore:
-    ContentStore + accounts::AccountStore + audit::AuditStore + aci::AciStore
+    ContentStore + accounts::AccountStore + audit::AuditStore + aci::AciStore + legacy::LegacyStore
 {
 }
 
-impl<T: ContentStore + accounts::AccountStore + audit::AuditStore + aci::AciStore> MetaStore for T {}
+impl<
+    T: ContentStore + accounts::AccountStore + audit::AuditStore + aci::AciStore + legacy::LegacyStore,
+> MetaStore for T
+{
+}

@@ -82,6 +82,7 @@
 
 mod accounts;
 mod aci;
+mod legacy;
 mod scripts;
 #[cfg(test)]
 mod tests;

@@ -238,6 +238,50 @@ pub mod namespace_kind {
     pub const ORGANIZATION: i16 = 2;
 }
 
+entity!(legacy_images, "legacy_images", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    id: String,
+    json: Vec<u8>,
+    parent: Option<String>,
+    ancestry: String,
+    layer_digest: Option<String>,
+    layer_size: Option<i64>,
+    checksum: Option<String>,
+    complete: bool,
+    push_repo: Option<String>,
+    created_at: i64,
+});
+
+entity!(legacy_layers, "legacy_layers", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    digest: String,
+    diff_id: String,
+    media_type: String,
+});
+
+entity!(legacy_conversions, "legacy_conversions", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    manifest: String,
+    image: String,
+    media_type: String,
+    body: Vec<u8>,
+});
+
+entity!(legacy_image_manifests, "legacy_image_manifests", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    image: String,
+    manifest: String,
+});
+
+entity!(legacy_repo_images, "legacy_repo_images", {
+    #[sea_orm(primary_key, auto_increment = false)]
+    repo: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    image: String,
+    declared: bool,
+    referenced: bool,
+});
+
 entity!(aci_images, "aci_images", {
     #[sea_orm(primary_key, auto_increment = false)]
     repo: String,

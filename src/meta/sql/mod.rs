@@ -58,6 +58,7 @@ macro_rules! write_txn {
 
 mod accounts;
 mod aci;
+mod legacy;
 mod entity;
 
 use std::collections::HashSet;
