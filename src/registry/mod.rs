@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod digest;
 pub mod error;
 pub mod gc;
+pub mod legacy;
 pub mod manifest;
 pub mod manifests;
 pub mod name;
