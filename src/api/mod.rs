@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod state;
 pub mod uam;
+pub mod v1;
 pub mod v2;
 
 use axum::Router;
@@ -26,6 +27,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(v2)
         .merge(uam::router())
+        .merge(v1::router())
         // appc ACIs; also the fallback: discovery pages at any other path.
         .merge(aci::router(&state))
         .route("/health", get(|| async { "ok\n" }))
