@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod config;
 mod meta;
+mod p2p;
 mod registry;
 mod server;
 mod storage;

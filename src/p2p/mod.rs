@@ -1,0 +1,158 @@
+//! The peer swarm: hub nodes and host agents exchange blob pieces with each
+//! other so a wave of pulls of one image is served mostly by the pullers
+//! themselves, not by the hub's storage.
+//!
+//! - `piece`: piece tables (fixed-size pieces, BLAKE3 per piece), the root
+//!   of trust of a swarm download, computed by the hub when a blob is
+//!   committed.
+//! - `ticket`: hub-signed, short-lived capabilities "peer P may fetch blob
+//!   D", checked by every peer before it serves anything.
+//! - `protocol`: the `/dockyard/piece/1` wire format.
+//! - `node`: one libp2p swarm per process (TCP and QUIC, noise, yamux,
+//!   identify, ping, Kademlia provider records keyed by digest, the piece
+//!   protocol), driven on its own task and used through a cloneable
+//!   `NodeHandle`.
+//! - `sink`: where a download writes verified pieces (`PieceSink`), and the
+//!   registry through which the node serves pieces of downloads still in
+//!   progress.
+//! - `download`: the `Downloader`: parallel, rarest-first piece fetching
+//!   from providers with per-piece verification, banning of peers that
+//!   serve bad bytes, origin fallback, and a final whole-digest check.
+//!
+//! Architecture invariant: no byte reaches a `PieceSink` before it matched
+//! its piece hash, and a download succeeds only if the whole blob hashes to
+//! its digest. No piece, and no answer about which pieces a node has, goes
+//! to a peer without a valid ticket naming that peer and that digest.
+//!
+//! Architecture invariant: memory is bounded by the in-flight pieces
+//! (concurrency × piece size), never by the blob size.
+
+// The hub's p2p BlobStore tier, the host agent and the metrics endpoint use
+// this module next; until they are wired in, most of it is unused by the
+// binary.
+#![allow(dead_code, unused_imports)]
+
+pub mod download;
+pub mod node;
+pub mod piece;
+pub mod protocol;
+pub mod sink;
+pub mod ticket;
+
+#[cfg(test)]
+mod tests;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use download::{
+    Download, DownloadConfig, DownloadError, DownloadReport, Downloaded, Downloader,
+};
+pub use node::{FetchError, Node, NodeConfig, NodeError, NodeHandle};
+pub use piece::{Bitfield, PieceTable, PieceTableBuilder};
+pub use protocol::Have;
+pub use sink::{FileSink, MemorySink, PieceSink, Seeding};
+pub use ticket::{Ticket, TicketClaims, TicketError, TicketIssuer, TicketVerifier};
+
+use crate::registry::digest::Digest;
+
+/// What a node serves to peers from complete blobs it holds (the hub's
+/// blob store, an agent's cache). Pieces of downloads in progress are
+/// served by the node itself from their sinks, verified pieces only.
+#[async_trait]
+pub trait PieceSource: Send + Sync + 'static {
+    /// Piece `index` of blob `digest` (its piece size is the one of the
+    /// blob's piece table), or `None` if it is not held.
+    async fn piece(&self, digest: &Digest, index: u32) -> Option<Bytes>;
+
+    /// Which pieces of `digest` are held: `Have::All` for a stored blob,
+    /// `Have::None` otherwise.
+    async fn have(&self, digest: &Digest) -> Have;
+}
+
+/// A source that holds nothing (a node that only downloads).
+pub struct NoPieces;
+
+#[async_trait]
+impl PieceSource for NoPieces {
+    async fn piece(&self, _: &Digest, _: u32) -> Option<Bytes> {
+        None
+    }
+
+    async fn have(&self, _: &Digest) -> Have {
+        Have::None
+    }
+}
+
+/// Where a download gets pieces no peer can give: later the hub over HTTP
+/// (a ranged blob GET). Its bytes are verified like a peer's.
+#[async_trait]
+pub trait Origin: Send + Sync + 'static {
+    /// Piece `index`, the bytes `range` of the blob.
+    async fn piece(&self, index: u32, range: Range<u64>) -> anyhow::Result<Bytes>;
+}
+
+/// Counters of one node and the downloads run through it, for the metrics
+/// endpoint.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub bytes_from_peers: AtomicU64,
+    pub bytes_from_origin: AtomicU64,
+    pub pieces_from_peers: AtomicU64,
+    pub pieces_from_origin: AtomicU64,
+    /// Pieces whose bytes did not match the table (from peers or origin).
+    pub pieces_rejected: AtomicU64,
+    pub peers_banned: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub pieces_served: AtomicU64,
+    /// Requests refused for a missing or invalid ticket.
+    pub requests_refused: AtomicU64,
+    /// Piece requests answered `busy`.
+    pub busy_refusals: AtomicU64,
+    pub downloads_completed: AtomicU64,
+    pub downloads_failed: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub bytes_from_peers: u64,
+    pub bytes_from_origin: u64,
+    pub pieces_from_peers: u64,
+    pub pieces_from_origin: u64,
+    pub pieces_rejected: u64,
+    pub peers_banned: u64,
+    pub bytes_served: u64,
+    pub pieces_served: u64,
+    pub requests_refused: u64,
+    pub busy_refusals: u64,
+    pub downloads_completed: u64,
+    pub downloads_failed: u64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            bytes_from_peers: g(&self.bytes_from_peers),
+            bytes_from_origin: g(&self.bytes_from_origin),
+            pieces_from_peers: g(&self.pieces_from_peers),
+            pieces_from_origin: g(&self.pieces_from_origin),
+            pieces_rejected: g(&self.pieces_rejected),
+            peers_banned: g(&self.peers_banned),
+            bytes_served: g(&self.bytes_served),
+            pieces_served: g(&self.pieces_served),
+            requests_refused: g(&self.requests_refused),
+            busy_refusals: g(&self.busy_refusals),
+            downloads_completed: g(&self.downloads_completed),
+            downloads_failed: g(&self.downloads_failed),
+        }
+    }
+}
