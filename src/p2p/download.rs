@@ -12,9 +12,10 @@
 //! fetching, for pieces peers failed to deliver repeatedly, or when the
 //! swarm stalls. Among the nodes downloading the same blob at once, each
 //! missing piece has one owner by rendezvous hashing of (peer, piece), and
-//! only its owner takes it from the origin, unless it stays unclaimed for
-//! `steal_after`; so a wave of simultaneous cold pulls takes about one copy
-//! from the origin and the rest from each other.
+//! only its owner takes it from the origin; a downloader that makes no
+//! progress for `owner_idle` loses its share to the others. So a wave of
+//! simultaneous cold pulls takes about one copy from the origin and the
+//! rest from each other.
 //!
 //! The node announces itself as a provider when the download starts (so
 //! simultaneous downloaders find each other and see which pieces each is
@@ -71,9 +72,11 @@ pub struct DownloadConfig {
     pub peer_attempts: u32,
     /// Consecutive origin failures that end the download.
     pub origin_failures: u32,
-    /// How long a missing piece nobody has or fetches waits for its owner
-    /// before another downloader takes it from the origin.
-    pub steal_after: Duration,
+    /// A downloader whose piece count has not grown for this long owns no
+    /// origin pieces any more (it is stuck or gone): others take them.
+    pub owner_idle: Duration,
+    /// Most peers one download keeps track of.
+    pub max_peers: usize,
     /// How long a peer that answered `busy` is left alone.
     pub busy_backoff: Duration,
 }
@@ -92,7 +95,8 @@ impl Default for DownloadConfig {
             stall_timeout: Duration::from_secs(3),
             peer_attempts: 3,
             origin_failures: 5,
-            steal_after: Duration::from_secs(3),
+            owner_idle: Duration::from_secs(3),
+            max_peers: 32,
             busy_backoff: Duration::from_millis(100),
         }
     }
@@ -155,8 +159,10 @@ impl Downloader {
         Downloader { node, config }
     }
 
-    /// Fetches the blob of `d.table` into `d.sink`. On failure the node
-    /// stops announcing the blob and serving its pieces.
+    /// Fetches the blob of `d.table` into `d.sink`. On failure (or if
+    /// the future is dropped) the node stops serving the blob's pieces and
+    /// withdraws its announcement; on success it keeps announcing it (the
+    /// caller withdraws when it deletes the blob).
     pub async fn download(&self, d: Download) -> Result<Downloaded, DownloadError> {
         let stats = self.node.stats().clone();
         let digest = d.table.digest.clone();
@@ -166,20 +172,32 @@ impl Downloader {
             .partials
             .register(d.table.clone(), d.sink.clone())
             .ok_or_else(|| DownloadError::InProgress(digest.clone()))?;
+        let mut unannounce = Unannounce(Some((self.node.clone(), digest)));
         let mut run = Run::new(self, d, partial);
         match run.run().await {
             Ok(report) => {
                 Stats::add(&stats.downloads_completed, 1);
+                unannounce.0 = None;
                 Ok(Downloaded { report, seeding })
             }
             Err(e) => {
                 Stats::add(&stats.downloads_failed, 1);
-                drop(seeding);
-                if run.announced {
-                    self.node.withdraw(&digest).await;
-                }
                 Err(e)
             }
+        }
+    }
+}
+
+/// Withdraws the announcement of a download that did not complete, also
+/// when its future is dropped.
+struct Unannounce(Option<(NodeHandle, Digest)>);
+
+impl Drop for Unannounce {
+    fn drop(&mut self) {
+        if let Some((node, digest)) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move { node.withdraw(&digest).await });
         }
     }
 }
@@ -218,12 +236,17 @@ struct PeerInfo {
     delivered: bool,
     /// Rendezvous hashing key.
     key: u64,
+    /// Pieces it had at the last answer, and when that number last grew.
+    have_count: u32,
+    last_growth: Instant,
 }
 
 impl PeerInfo {
     fn new(peer: &PeerId, now: Instant) -> PeerInfo {
         PeerInfo {
             key: peer_key(peer),
+            have_count: 0,
+            last_growth: now,
             have: None,
             inflight: 0,
             failures: 0,
@@ -286,7 +309,6 @@ struct Run {
 
     state: Vec<PieceState>,
     /// Since when a missing piece is seen that nobody has or fetches.
-    unclaimed_since: Vec<Option<Instant>>,
     attempts: Vec<u32>,
     done: u32,
     peers: HashMap<PeerId, PeerInfo>,
@@ -299,7 +321,6 @@ struct Run {
     origin_retry_at: Instant,
     last_progress: Instant,
     origin_allowed_at: Instant,
-    announced: bool,
     report: DownloadReport,
     rng: Rng,
 }
@@ -328,7 +349,6 @@ impl Run {
             me,
             my_key: peer_key(&me),
             state: vec![PieceState::Missing; n],
-            unclaimed_since: vec![None; n],
             attempts: vec![0; n],
             done: 0,
             peers: HashMap::new(),
@@ -339,7 +359,6 @@ impl Run {
             origin_retry_at: now,
             last_progress: now,
             origin_allowed_at: now + dl.config.initial_wait,
-            announced: false,
             report: DownloadReport::default(),
             rng: Rng::new(seed),
         };
@@ -350,7 +369,10 @@ impl Run {
     }
 
     fn add_peer(&mut self, peer: PeerId, now: Instant) {
-        if peer == self.me || self.peers.contains_key(&peer) {
+        if peer == self.me
+            || self.peers.contains_key(&peer)
+            || self.peers.len() >= self.config.max_peers
+        {
             return;
         }
         match self.excluded.get(&peer) {
@@ -437,7 +459,6 @@ impl Run {
     /// Announces the blob in the background: from now on, peers see which
     /// pieces we have and which we are fetching.
     fn announce(&mut self) {
-        self.announced = true;
         let (node, digest) = (self.node.clone(), self.table.digest.clone());
         tokio::spawn(async move {
             if let Err(e) = node.provide(&digest).await {
@@ -491,6 +512,15 @@ impl Run {
         info.last_have = Some(now);
         match r {
             Ok(h) => {
+                let count = match &h {
+                    Have::None => 0,
+                    Have::All => u32::MAX,
+                    Have::Partial { have, .. } => have.count(),
+                };
+                if info.have.is_none() || count > info.have_count {
+                    info.last_growth = now;
+                }
+                info.have_count = count;
                 info.have = Some(h);
                 info.failures = 0;
             }
@@ -736,31 +766,29 @@ impl Run {
             return None;
         }
         let stalled = now.duration_since(self.last_progress) >= self.config.stall_timeout;
-        // Other downloaders of the blob, who share the origin's work.
+        // Other downloaders of the blob that make progress: they share the
+        // origin's work.
+        let idle = self.config.owner_idle;
         let others: Vec<u64> = self
             .peers
             .values()
-            .filter(|p| matches!(p.have, Some(Have::Partial { .. })))
+            .filter(|p| {
+                matches!(p.have, Some(Have::Partial { .. }))
+                    && now.duration_since(p.last_growth) < idle
+            })
             .map(|p| p.key)
             .collect();
         let mut chosen = None;
         let mut seen = 0u64;
         for (i, &a) in avail.iter().enumerate() {
             if self.state[i] != PieceState::Missing {
-                self.unclaimed_since[i] = None;
                 continue;
-            }
-            let unclaimed = a == 0 && !pending.get(i as u32);
-            if !unclaimed {
-                self.unclaimed_since[i] = None;
             }
             let eligible = stalled
                 || self.attempts[i] >= self.config.peer_attempts
-                || (unclaimed && {
+                || (a == 0 && !pending.get(i as u32) && {
                     let mine = score(self.my_key, i as u32);
-                    let owner = others.iter().all(|k| score(*k, i as u32) < mine);
-                    let since = *self.unclaimed_since[i].get_or_insert(now);
-                    owner || now.duration_since(since) >= self.config.steal_after
+                    others.iter().all(|k| score(*k, i as u32) < mine)
                 });
             if eligible {
                 seen += 1;

@@ -67,6 +67,8 @@ pub struct NodeConfig {
     /// Bound of one piece request.
     pub request_timeout: Duration,
     /// Concurrent uploads in total and per peer; beyond them, `busy`.
+    /// With the downloads' in-flight pieces, this bounds the memory the
+    /// swarm uses: (uploads + in-flight) × piece size.
     pub max_uploads: usize,
     pub max_uploads_per_peer: usize,
     /// Largest piece accepted in a response.
@@ -94,8 +96,8 @@ impl NodeConfig {
             query_timeout: Duration::from_secs(20),
             providers_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
-            max_uploads: 64,
-            max_uploads_per_peer: 8,
+            max_uploads: 16,
+            max_uploads_per_peer: 4,
             max_piece_size: MAX_PIECE_SIZE,
             max_provided: 1 << 20,
             idle_connection_timeout: Duration::from_secs(120),
@@ -772,6 +774,16 @@ impl Driver {
         channel: ResponseChannel<Response>,
     ) {
         let upload = matches!(req, Request::Piece { .. });
+        // Have requests are small but each costs a task: bounded too.
+        if self.serving.len() >= 4 * self.config.max_uploads + 64 {
+            Stats::add(&self.shared.stats.busy_refusals, 1);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .pieces
+                .send_response(channel, Response::Error(ErrorCode::Busy));
+            return;
+        }
         if upload {
             let mine = self.uploads_per_peer.get(&peer).copied().unwrap_or(0);
             let total: usize = self.uploads_per_peer.values().sum();
