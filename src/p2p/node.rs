@@ -151,6 +151,7 @@ enum Command {
     Connected(oneshot::Sender<Vec<PeerId>>),
     Provide(Digest, oneshot::Sender<Result<(), NodeError>>),
     Withdraw(Digest, oneshot::Sender<()>),
+    IsProviding(Digest, oneshot::Sender<bool>),
     Providers(Digest, oneshot::Sender<Vec<PeerId>>),
     Request(
         PeerId,
@@ -397,6 +398,13 @@ impl NodeHandle {
         self.call(|tx| Command::Withdraw(digest.clone(), tx)).await;
     }
 
+    /// Whether this node announces `digest` (holds its provider record).
+    pub async fn is_providing(&self, digest: &Digest) -> bool {
+        self.call(|tx| Command::IsProviding(digest.clone(), tx))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Peers announcing `digest`, ourselves and banned peers excluded;
     /// whatever was found within the configured bound.
     pub async fn providers(&self, digest: &Digest) -> Vec<PeerId> {
@@ -556,6 +564,20 @@ impl Driver {
                     .kad
                     .stop_providing(&record_key(&digest));
                 let _ = tx.send(());
+            }
+            Command::IsProviding(digest, tx) => {
+                use libp2p::kad::store::RecordStore;
+                let me = self.shared.peer_id;
+                let key = record_key(&digest);
+                let providing = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .providers(&key)
+                    .iter()
+                    .any(|p| p.provider == me);
+                let _ = tx.send(providing);
             }
             Command::Providers(digest, tx) => {
                 let id = self

@@ -580,6 +580,7 @@ async fn provider_records_are_found_republished_and_withdrawn() {
     let (bh, cid) = (b.handle(), c.local_peer_id());
     assert!(bh.providers(&digest).await.is_empty());
     c.handle().provide(&digest).await.unwrap();
+    assert!(c.handle().is_providing(&digest).await);
     let found = until("provider found", Duration::from_secs(5), async || {
         bh.providers(&digest).await.contains(&cid)
     })
@@ -595,6 +596,7 @@ async fn provider_records_are_found_republished_and_withdrawn() {
         "never lists itself"
     );
     c.handle().withdraw(&digest).await;
+    assert!(!c.handle().is_providing(&digest).await);
     let gone = until("provider withdrawn", Duration::from_secs(10), async || {
         !bh.providers(&digest).await.contains(&cid)
     })
@@ -683,4 +685,79 @@ async fn pieces_over_quic() {
         .await
         .unwrap();
     assert!(table.verify(1, &piece));
+}
+
+/// An origin whose bytes do not match the table.
+struct LyingOrigin(AtomicU64);
+
+#[async_trait]
+impl Origin for LyingOrigin {
+    async fn piece(&self, _index: u32, range: Range<u64>) -> anyhow::Result<Bytes> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(Bytes::from(vec![7u8; (range.end - range.start) as usize]))
+    }
+}
+
+/// Alone with an origin that lies, a download fails after a few attempts
+/// without storing a byte, and leaves nothing announced or served; an
+/// empty blob needs no piece at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_origin_fails_the_download_and_empty_blob_succeeds() {
+    let hub = hub();
+    let blob = random_blob(MIB + 1, 8);
+    let table = Arc::new(PieceTable::of_bytes(Algorithm::Sha256, MIB as u32, &blob));
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = start(&hub, d1.path(), &[], Arc::new(NoPieces), |_| {}).await;
+    let boot = node.handle().dial_addrs().await;
+    let watcher = start(&hub, d2.path(), &boot, Arc::new(NoPieces), |_| {}).await;
+    let h = node.handle();
+    let ticket = hub.issuer.issue(&h.local_peer_id(), &table.digest);
+    let origin = Arc::new(LyingOrigin(AtomicU64::new(0)));
+    let sink = Arc::new(MemorySink::new(table.size));
+    let cfg = DownloadConfig {
+        origin_failures: 3,
+        ..fast_config()
+    };
+    let e = Downloader::new(h.clone(), cfg.clone())
+        .download(Download {
+            table: table.clone(),
+            ticket: ticket.clone(),
+            origin: origin.clone(),
+            sink: sink.clone(),
+            peers: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DownloadError::Origin { count: 3, .. }), "{e}");
+    assert_eq!(origin.0.load(Ordering::Relaxed), 3);
+    assert!(sink.to_vec().iter().all(|b| *b == 0), "nothing stored");
+    let s = h.stats().snapshot();
+    assert_eq!(
+        (s.pieces_rejected, s.downloads_failed, s.bytes_from_origin),
+        (3, 1, 0)
+    );
+    // Not served (no partial registered any more) and withdrawn.
+    let w = watcher.handle();
+    let wt = hub.issuer.issue(&w.local_peer_id(), &table.digest);
+    assert_eq!(
+        w.fetch_have(h.local_peer_id(), &table.digest, &wt).await,
+        Ok(Have::None)
+    );
+    until("withdrawn", Duration::from_secs(5), async || {
+        !h.is_providing(&table.digest).await
+    })
+    .await;
+
+    let empty = Arc::new(PieceTable::of_bytes(Algorithm::Sha256, MIB as u32, b""));
+    let d = Downloader::new(h.clone(), cfg)
+        .download(Download {
+            table: empty.clone(),
+            ticket: hub.issuer.issue(&h.local_peer_id(), &empty.digest),
+            origin,
+            sink: Arc::new(MemorySink::new(0)),
+            peers: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.report.bytes_from_origin + d.report.bytes_from_peers, 0);
 }
