@@ -729,7 +729,8 @@ async fn lying_origin_fails_the_download_and_empty_blob_succeeds() {
         .await
         .unwrap_err();
     assert!(matches!(e, DownloadError::Origin { count: 3, .. }), "{e}");
-    assert_eq!(origin.0.load(Ordering::Relaxed), 3);
+    // Two pieces in flight at a time: the last may have been asked for.
+    assert!((3..=4).contains(&origin.0.load(Ordering::Relaxed)));
     assert!(sink.to_vec().iter().all(|b| *b == 0), "nothing stored");
     let s = h.stats().snapshot();
     assert_eq!(
