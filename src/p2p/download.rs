@@ -511,6 +511,12 @@ impl Run {
         info.have_inflight = false;
         info.last_have = Some(now);
         match r {
+            Ok(Have::None) => {
+                // A stale provider record: it holds nothing of the blob.
+                self.peers.remove(&peer);
+                self.excluded
+                    .insert(peer, Some(now + Duration::from_secs(30)));
+            }
             Ok(h) => {
                 let count = match &h {
                     Have::None => 0,
