@@ -5,7 +5,8 @@
 # (docker-registry) to compare against (DYTEST_CLIENTS_REGISTRY=reference),
 # and load/proxy tools (wrk, nginx), plus the backing services that
 # packaging/services/*.sh start as private, loopback-only instances for tests
-# and development: MariaDB, PostgreSQL, Redis and OpenLDAP (slapd).
+# and development: MariaDB, PostgreSQL, Redis, OpenLDAP (slapd) and a one-node
+# Ceph cluster, plus librados-dev for the `rados` cargo feature.
 #
 # Idempotent: run it as often as you like. Never removes anything. Does not
 # start any service (the tests start their own private dockerd, and
@@ -44,6 +45,10 @@ PACKAGES="
     openssl
     appc-spec gnupg
     procps
+    ceph-mon
+    ceph-osd
+    ceph-common
+    librados-dev
 "
 
 # On a machine without systemd, a package's maintainer script may try to
@@ -115,7 +120,8 @@ fi
 for tool in dockerd docker skopeo podman umoci docker-registry \
         mariadbd mariadb-install-db mariadb-admin mariadb \
         /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/pg_ctl psql \
-        redis-server redis-cli slapd slapadd ldapsearch ldapadd openssl; do
+        redis-server redis-cli slapd slapadd ldapsearch ldapadd openssl \
+        ceph-mon ceph-osd monmaptool ceph rados; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "install-test-deps.sh: $tool still missing after install" >&2
         exit 1
@@ -129,3 +135,4 @@ echo "install-test-deps.sh: $(mariadbd --version 2>/dev/null)"
 echo "install-test-deps.sh: $(/usr/lib/postgresql/15/bin/postgres --version)"
 echo "install-test-deps.sh: $(redis-server --version)"
 echo "install-test-deps.sh: slapd $(dpkg-query -W -f='${Version}' slapd)"
+echo "install-test-deps.sh: $(ceph --version)"

@@ -3,14 +3,14 @@
 # Rust (as root), then runs the whole suite. CI runs exactly this.
 #
 # The tests start the services they need themselves (MariaDB, PostgreSQL,
-# Redis, OpenLDAP under target/test-services, each test binary its own
+# Redis, OpenLDAP, Ceph under target/test-services, each test binary its own
 # dockerd); this script stops the shared services afterwards.
 set -eu
 cd "$(dirname "$0")/.."
 packaging/install-test-deps.sh
 services=target/test-services
 stop_services() {
-    for s in mariadb postgres redis openldap; do
+    for s in mariadb postgres redis openldap ceph; do
         packaging/services/$s.sh stop "$services" >/dev/null 2>&1 || true
     done
 }

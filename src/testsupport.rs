@@ -1,4 +1,5 @@
-//! Real services for unit tests: MariaDB, PostgreSQL, Redis and OpenLDAP,
+//! Real services for unit tests: MariaDB, PostgreSQL, Redis, OpenLDAP and
+//! a one-node Ceph cluster (whose "URL" is the path of a client ceph.conf),
 //! started on demand by the scripts in `packaging/services/` (idempotent,
 //! so every test and test binary shares one instance of each), under
 //! `target/test-services` on fixed ports. `packaging/test.sh` stops them.
@@ -13,6 +14,7 @@ pub enum Service {
     Postgres,
     Redis,
     OpenLdap,
+    Ceph,
 }
 
 impl Service {
@@ -22,6 +24,7 @@ impl Service {
             Service::Postgres => "postgres.sh",
             Service::Redis => "redis.sh",
             Service::OpenLdap => "openldap.sh",
+            Service::Ceph => "ceph.sh",
         }
     }
 
@@ -32,6 +35,7 @@ impl Service {
             Service::Postgres => &["35432"],
             Service::Redis => &["36379"],
             Service::OpenLdap => &["30389", "30636"],
+            Service::Ceph => &["36789"],
         }
     }
 }
