@@ -439,3 +439,60 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::contract::{self, Subject};
+
+    struct Local {
+        store: LocalStore,
+        _dir: tempfile::TempDir,
+    }
+
+    fn local() -> Local {
+        let dir = tempfile::tempdir().unwrap();
+        Local {
+            store: LocalStore::open(dir.path()).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// Files under a directory, recursively.
+    fn files(dir: &Path) -> usize {
+        fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => files(&e.path()),
+                    _ => 1,
+                })
+                .sum()
+        })
+    }
+
+    #[async_trait]
+    impl Subject for Local {
+        fn store(&self) -> &dyn BlobStore {
+            &self.store
+        }
+
+        async fn pieces(&self) -> usize {
+            files(&self.store.root)
+        }
+
+        fn chunk(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn contract() {
+        contract::run_all(&local()).await;
+    }
+
+    #[tokio::test]
+    async fn big_blob_streams() {
+        contract::big_blob(&local(), 300 << 20, 64 << 20).await;
+    }
+}

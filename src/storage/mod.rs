@@ -11,6 +11,8 @@
 //! bytes were verified by the caller and made durable; `commit_upload` and
 //! `put_small` are the only ways in.
 
+#[cfg(test)]
+pub mod contract;
 pub mod local;
 
 use std::io;
