@@ -27,6 +27,7 @@ pub struct Config {
     pub token: TokenConfig,
     pub authn_ldap: LdapConfig,
     pub audit: AuditConfig,
+    pub rados: RadosConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -85,6 +86,8 @@ pub struct DbConfig {
 pub enum Backend {
     #[default]
     Local,
+    /// Ceph RADOS (`[rados]`); needs a build with the `rados` feature.
+    Rados,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +199,31 @@ pub struct LdapTeamMap {
     pub team: String,
 }
 
+/// `[rados]`: blobs in a Ceph pool, for `dockyard.backend = "rados"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RadosConfig {
+    /// The cluster's ceph.conf (monitors, auth, keyring, client timeouts).
+    pub conf: PathBuf,
+    /// Pool the blobs and upload sessions live in (must exist).
+    pub pool: String,
+    /// Ceph client name, without `client.`.
+    pub user: String,
+    /// Bytes per RADOS object a blob is split into (RADOS objects are
+    /// limited to 128 MiB; data is written in pieces of at most 4 MiB).
+    pub chunksize: u64,
+    /// RADOS namespace within the pool, so several hubs can share one pool;
+    /// empty: the default namespace.
+    pub namespace: String,
+}
+
+/// Largest `rados.chunksize`: a small blob up to one chunk may be written
+/// in one operation, and the OSDs refuse writes above 90 MiB
+/// (`osd_max_write_size`).
+pub const RADOS_MAX_CHUNK: u64 = 90 * 1024 * 1024;
+/// Smallest `rados.chunksize`.
+pub const RADOS_MIN_CHUNK: u64 = 4096;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -217,6 +245,7 @@ impl Default for Config {
             token: TokenConfig::default(),
             authn_ldap: LdapConfig::default(),
             audit: AuditConfig::default(),
+            rados: RadosConfig::default(),
         }
     }
 }
@@ -267,6 +296,18 @@ impl Default for TokenConfig {
             service: "dockyard".into(),
             issuer: "dockyard-token-issuer".into(),
             rootcertbundle: PathBuf::from("cert/token.crt"),
+        }
+    }
+}
+
+impl Default for RadosConfig {
+    fn default() -> Self {
+        RadosConfig {
+            conf: PathBuf::from("/etc/ceph/ceph.conf"),
+            pool: "registry".into(),
+            user: "admin".into(),
+            chunksize: 4 * 1024 * 1024,
+            namespace: String::new(),
         }
     }
 }
@@ -443,6 +484,39 @@ impl Config {
         if self.audit.retention_days == 0 {
             return invalid("audit.retention_days", "must be at least 1");
         }
+        self.validate_rados()
+    }
+
+    fn validate_rados(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if self.dockyard.backend != Backend::Rados {
+            return Ok(());
+        }
+        if cfg!(not(feature = "rados")) {
+            return invalid(
+                "dockyard.backend",
+                "\"rados\" needs a dockyard built with the rados feature \
+                 (cargo build --release --features rados, with librados-dev installed)"
+                    .into(),
+            );
+        }
+        let r = &self.rados;
+        if !r.conf.is_file() {
+            return invalid("rados.conf", format!("{} is not a file", r.conf.display()));
+        }
+        if r.pool.is_empty() {
+            return invalid("rados.pool", "must not be empty".into());
+        }
+        if r.user.is_empty() {
+            return invalid("rados.user", "must not be empty".into());
+        }
+        if !(RADOS_MIN_CHUNK..=RADOS_MAX_CHUNK).contains(&r.chunksize) {
+            return invalid(
+                "rados.chunksize",
+                format!("must be between {RADOS_MIN_CHUNK} and {RADOS_MAX_CHUNK} bytes"),
+            );
+        }
         Ok(())
     }
 
@@ -598,5 +672,43 @@ mod tests {
         assert!(e.contains("DOCKYARD_DB_MAX_CONNECTIONS"), "{e}");
         let e = load("", &[("DOCKYARD_NOPE", "x")]).unwrap_err().to_string();
         assert!(e.contains("DOCKYARD_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn rados_section() {
+        let c = load("[rados]\npool = \"p\"\nchunksize = 65536\n", &[]).unwrap();
+        assert_eq!(c.rados.pool, "p");
+        assert_eq!(c.rados.chunksize, 65536);
+        assert_eq!(c.rados.user, "admin");
+        let conf = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "[dockyard]\nbackend = \"rados\"\n[rados]\nconf = {:?}\n",
+            conf.path().display().to_string()
+        );
+        if cfg!(feature = "rados") {
+            let c = load(&text, &[]).unwrap();
+            assert_eq!(c.dockyard.backend, Backend::Rados);
+            let e = load(
+                "[dockyard]\nbackend = \"rados\"\n[rados]\nconf = \"/nonexistent\"\n",
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("rados.conf"), "{e}");
+            let e = load(&text, &[("DOCKYARD_RADOS_CHUNKSIZE", "100")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("rados.chunksize"), "{e}");
+            let e = load(
+                &text,
+                &[("DOCKYARD_RADOS_CHUNKSIZE", &(200u64 << 20).to_string())],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("rados.chunksize"), "{e}");
+        } else {
+            let e = load(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains("dockyard.backend") && e.contains("rados"), "{e}");
+        }
     }
 }

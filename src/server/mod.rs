@@ -22,7 +22,7 @@ use crate::api::state::AppState;
 use crate::auth::audit::Auditor;
 use crate::auth::service::Auth;
 use crate::cli::{AdminArgs, AdminCommand, Command, ConfigArg, GcArgs, WebArgs};
-use crate::config::{Config, DbDriver, ListenMode, RunMode};
+use crate::config::{Backend, Config, DbDriver, ListenMode, RunMode};
 use crate::meta::MetaStore;
 use crate::meta::cache::CachedMeta;
 use crate::meta::sql::SqlMeta;
@@ -32,6 +32,9 @@ use crate::storage::local::LocalStore;
 
 /// Bytes of metadata the in-process cache may hold.
 const META_CACHE_BUDGET: usize = 8 * 1024 * 1024;
+/// How long connecting to the Ceph cluster may take at start.
+#[cfg(feature = "rados")]
+const RADOS_CONNECT_TIME: Duration = Duration::from_secs(60);
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
@@ -122,12 +125,42 @@ async fn open_meta(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
     }
 }
 
+/// The configured blob store.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match config.dockyard.backend {
+        Backend::Local => Ok(Arc::new(
+            LocalStore::open(&config.dockyard.path).with_context(|| {
+                format!("dockyard.path: opening {}", config.dockyard.path.display())
+            })?,
+        )),
+        #[cfg(feature = "rados")]
+        Backend::Rados => {
+            // Connecting blocks, for up to the ceph.conf's client mount timeout.
+            let rados = config.rados.clone();
+            let open = tokio::task::spawn_blocking(move || {
+                crate::storage::rados::RadosStore::open(&rados)
+            });
+            let store = tokio::time::timeout(RADOS_CONNECT_TIME, open)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "rados.conf: no answer from the cluster in {} within {} s",
+                        config.rados.conf.display(),
+                        RADOS_CONNECT_TIME.as_secs()
+                    )
+                })??;
+            Ok(Arc::new(store?))
+        }
+        #[cfg(not(feature = "rados"))]
+        Backend::Rados => {
+            bail!("dockyard.backend: \"rados\" needs a dockyard built with the rados feature")
+        }
+    }
+}
+
 /// The registry core on the configured stores, and the metadata store.
 async fn open_registry(config: &Config) -> anyhow::Result<(Arc<dyn MetaStore>, Arc<Registry>)> {
-    let store: Arc<dyn BlobStore> =
-        Arc::new(LocalStore::open(&config.dockyard.path).with_context(|| {
-            format!("dockyard.path: opening {}", config.dockyard.path.display())
-        })?);
+    let store = open_store(config).await?;
     let meta = open_meta(config).await?;
     let registry = Registry::new(
         meta.clone(),

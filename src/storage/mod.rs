@@ -14,6 +14,8 @@
 #[cfg(test)]
 pub mod contract;
 pub mod local;
+#[cfg(feature = "rados")]
+pub mod rados;
 
 use std::io;
 use std::ops::Range;
