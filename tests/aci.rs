@@ -1478,3 +1478,105 @@ fn garbage_collection_keeps_what_acis_name() {
         "no new conversion"
     );
 }
+
+/// One image pushed over v2 and fetched three ways: over v2 (the manifest
+/// and blobs as pushed), over v1 (a chain whose layers are the v2 blobs)
+/// and as an ACI (the layers applied, valid for `actool`).
+#[test]
+fn one_v2_push_fetched_by_v2_v1_and_as_aci() {
+    let hub = standalone("domains = \"127.0.0.1\"");
+    let dir = tempfile::tempdir().unwrap();
+    let digest = push_docker_image(&hub, &Cred::Anon, "every/format", "3.1", "amd64");
+    let (l1, l2) = (layer1(), layer2());
+
+    // v2: the manifest by tag and digest, every blob as pushed.
+    let m = hub.send(
+        "GET",
+        "/v2/every/format/manifests/3.1",
+        &Cred::Anon,
+        &[("Accept", DOCKER_MANIFEST)],
+        None,
+    );
+    m.expect(200);
+    assert_eq!(m.header("docker-content-digest"), digest);
+    assert_eq!(sha256(&m.body), digest);
+    let manifest = m.json();
+    let config = get(
+        &hub,
+        &format!(
+            "/v2/every/format/blobs/{}",
+            manifest["config"]["digest"].as_str().unwrap()
+        ),
+        &Cred::Anon,
+    );
+    config.expect(200);
+    assert_eq!(config.body, docker_config("amd64"));
+    for (layer, blob) in manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([&l1, &l2])
+    {
+        let r = get(
+            &hub,
+            &format!(
+                "/v2/every/format/blobs/{}",
+                layer["digest"].as_str().unwrap()
+            ),
+            &Cred::Anon,
+        );
+        r.expect(200);
+        assert!(r.body == *blob);
+    }
+
+    // v1: tag → image id → ancestry (top first) → JSON and layer of each.
+    let tags = get(&hub, "/v1/repositories/every/format/tags", &Cred::Anon);
+    tags.expect(200);
+    let top = tags.json()["3.1"].as_str().unwrap().to_string();
+    let ancestry = get(&hub, &format!("/v1/images/{top}/ancestry"), &Cred::Anon);
+    ancestry.expect(200);
+    let ids: Vec<String> = serde_json::from_slice(&ancestry.body).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], top);
+    for (i, (id, blob)) in ids.iter().zip([&l2, &l1]).enumerate() {
+        let j = get(&hub, &format!("/v1/images/{id}/json"), &Cred::Anon);
+        j.expect(200);
+        let j = j.json();
+        assert_eq!(j["id"], id.as_str());
+        match ids.get(i + 1) {
+            Some(parent) => assert_eq!(j["parent"], parent.as_str()),
+            None => assert!(j.get("parent").is_none(), "{j}"),
+        }
+        let layer = get(&hub, &format!("/v1/images/{id}/layer"), &Cred::Anon);
+        layer.expect(200);
+        assert!(layer.body == *blob, "layer of {id}");
+    }
+    let top_json = get(&hub, &format!("/v1/images/{top}/json"), &Cred::Anon).json();
+    assert_eq!(top_json["config"]["Entrypoint"], json!(["/bin/tool"]));
+    assert_eq!(top_json["config"]["WorkingDir"], "/srv");
+
+    // ACI: the layers applied, the config mapped, valid for actool.
+    let aci = get(
+        &hub,
+        "/_aci/images/127.0.0.1/every/format/3.1/linux/amd64.aci",
+        &Cred::Anon,
+    );
+    aci.expect(200);
+    actool_validate(dir.path(), "every.aci", &aci.body);
+    let (_, found) = entries(&aci.body);
+    let rootfs: BTreeMap<String, Entry> = found
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("rootfs/"))
+        .collect();
+    assert_eq!(rootfs, expected_rootfs());
+    let am = manifest_of(&aci.body);
+    assert_eq!(am["name"], "127.0.0.1/every/format");
+    assert_eq!(am["app"]["exec"], json!(["/bin/tool", "--serve", "8080"]));
+    assert!(
+        am["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "appc.io/docker/manifesthash" && a["value"] == digest.as_str())
+    );
+}
