@@ -16,7 +16,6 @@ pub struct AppState {
     /// Believe forwarded-for headers from loopback peers.
     pub trust_proxy: bool,
     /// `[dockyard] domains` (lowercase); empty: the Host the client used.
-    #[allow(dead_code)] // read by the v1 and ACI front-ends (in progress)
     pub domains: Vec<String>,
 }
 

@@ -318,7 +318,6 @@ impl Registry {
     /// synthesized config) whose digest is known only once it is all
     /// written: hashes while writing, commits under the computed digest and
     /// links it into `repo`. Returns the digest and size.
-    #[cfg_attr(not(test), allow(dead_code))] // the format converters use it
     pub async fn store_generated(
         &self,
         repo: &RepoName,
