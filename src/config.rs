@@ -476,7 +476,10 @@ impl Config {
                 if !path.is_file() {
                     return Err(ConfigError::Invalid {
                         key,
-                        message: format!("{} does not exist (needed for listenmode = \"https\")", path.display()),
+                        message: format!(
+                            "{} does not exist (needed for listenmode = \"https\")",
+                            path.display()
+                        ),
                     });
                 }
             }

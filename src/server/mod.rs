@@ -300,7 +300,10 @@ fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAccep
         .and_then(|it| it.collect())
         .with_context(|| format!("httpscertfile: reading {}", config.httpscertfile.display()))?;
     if certs.is_empty() {
-        bail!("httpscertfile: no certificate in {}", config.httpscertfile.display());
+        bail!(
+            "httpscertfile: no certificate in {}",
+            config.httpscertfile.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(&config.httpskeyfile)
         .with_context(|| format!("httpskeyfile: reading {}", config.httpskeyfile.display()))?;
@@ -312,7 +315,9 @@ fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAccep
         .with_single_cert(certs, key)
         .context("httpskeyfile: the key does not match httpscertfile")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls))))
+    Ok(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+        tls,
+    ))))
 }
 
 async fn shutdown_signal() {

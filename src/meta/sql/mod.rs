@@ -58,8 +58,8 @@ macro_rules! write_txn {
 
 mod accounts;
 mod aci;
-mod legacy;
 mod entity;
+mod legacy;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
