@@ -1,4 +1,4 @@
-//! Command line: `dockyard web`, `dockyard migrate`.
+//! Command line: `dockyard web`, `migrate`, `gc`, `admin`, `agent`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,7 +13,20 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: TopCommand,
+}
+
+/// The hub's commands, and the host agent's.
+#[derive(Subcommand, Debug)]
+pub enum TopCommand {
+    #[command(flatten)]
+    Hub(Command),
+    /// Run the host agent: a read-only registry for the local container
+    /// engine that fetches blobs from the peer swarm and caches them.
+    Agent(AgentArgs),
+    /// Ask one swarm peer for a blob's pieces (a test and diagnosis tool).
+    #[command(hide = true)]
+    P2pProbe(ProbeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -27,6 +40,77 @@ pub enum Command {
     Gc(GcArgs),
     /// Manage accounts from the command line.
     Admin(AdminArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The hub, e.g. http://hub.example:5000 (its swarm must be on).
+    #[arg(long)]
+    pub hub: String,
+    /// Address the local registry listens on, e.g. 127.0.0.1:5001.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// Data directory: identity key and blob cache.
+    #[arg(long, default_value = "agent-data")]
+    pub data: PathBuf,
+    /// Bound of the blob cache in bytes (suffixes K, M, G, T: powers of 1024).
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Swarm listen addresses (multiaddrs).
+    #[arg(long = "p2p-listen", default_values_t = ["/ip4/0.0.0.0/tcp/4001".to_string()])]
+    pub p2p_listen: Vec<String>,
+    /// Further peers to join the swarm through (multiaddrs ending in
+    /// /p2p/<PeerId>); the hub's own node is always one.
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// Log filter (tracing syntax).
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The peer: a multiaddr ending in /p2p/<PeerId>.
+    #[arg(long)]
+    pub peer: String,
+    #[arg(long)]
+    pub digest: String,
+    /// Piece to ask for.
+    #[arg(long, default_value_t = 0)]
+    pub index: u32,
+    /// Ticket to present (none by default).
+    #[arg(long, default_value = "")]
+    pub ticket: String,
+    /// Ask this hub for a ticket for the probe (with --name).
+    #[arg(long)]
+    pub hub: Option<String>,
+    /// Repository the ticket is asked through.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Authorization header value for the hub.
+    #[arg(long)]
+    pub authorization: Option<String>,
+}
+
+/// Bytes with an optional K/M/G/T suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix in {s:?}")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("bad size {s:?}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 #[derive(Args, Debug)]

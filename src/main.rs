@@ -3,6 +3,7 @@
 // Handlers return `Result<_, Response>`; the error is the answer itself.
 #![allow(clippy::result_large_err)]
 
+mod agent;
 mod api;
 mod auth;
 mod cli;
@@ -41,7 +42,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(cli.command)) {
+    let run = async {
+        match cli.command {
+            cli::TopCommand::Hub(command) => server::run(command).await,
+            cli::TopCommand::Agent(args) => agent::run(args).await,
+            cli::TopCommand::P2pProbe(args) => agent::probe::run(args).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dockyard: {e:#}");

@@ -1,0 +1,258 @@
+//! Downloads of blobs into the cache through the swarm, one per digest in
+//! this process however many clients ask for it at once. Each download
+//! writes verified pieces to a file under the cache's `tmp/` and tells its
+//! readers which pieces are there, so clients are streamed verified pieces
+//! in order while the download goes on; the last piece is released only
+//! once the whole blob hashed to its digest. A complete blob moves into
+//! the cache and stays announced; a failed one is dropped and withdrawn.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use libp2p::PeerId;
+use tokio::sync::watch;
+
+use super::cache::Cache;
+use super::hub::{Hub, HubOrigin, Pieces};
+use crate::p2p::{
+    Bitfield, Download, Downloader, FileSink, NodeHandle, PieceSink, PieceTable, Ticket,
+};
+use crate::registry::digest::Digest;
+use crate::registry::name::RepoName;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    /// Whole blob verified.
+    Done,
+    Failed(String),
+}
+
+/// One download in progress, as its readers see it.
+pub struct Fetch {
+    pub table: Arc<PieceTable>,
+    /// The download's file, opened for reading (valid after the file is
+    /// renamed into the cache or removed).
+    pub file: Arc<File>,
+    have: Mutex<Bitfield>,
+    status: watch::Sender<(u64, Status)>,
+}
+
+impl Fetch {
+    pub fn has(&self, index: u32) -> bool {
+        self.have.lock().unwrap().get(index)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<(u64, Status)> {
+        self.status.subscribe()
+    }
+
+    fn bump(&self) {
+        self.status.send_modify(|(v, _)| *v += 1);
+    }
+
+    fn finish(&self, status: Status) {
+        self.status.send_modify(|(v, s)| {
+            *v += 1;
+            *s = status;
+        });
+    }
+
+    /// Waits until piece `index` may be sent to a client: verified, and
+    /// for the last piece the whole blob verified too.
+    pub async fn ready(&self, index: u32) -> io::Result<()> {
+        let last = index + 1 == self.table.piece_count();
+        let mut rx = self.subscribe();
+        loop {
+            let status = rx.borrow_and_update().1.clone();
+            match status {
+                Status::Failed(e) => return Err(io::Error::other(e)),
+                Status::Done => return Ok(()),
+                Status::Running if !last && self.has(index) => return Ok(()),
+                Status::Running => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(io::Error::other("download abandoned"));
+            }
+        }
+    }
+}
+
+/// A `FileSink` that tells the readers of its `Fetch` about every stored
+/// (verified) piece.
+struct ProgressSink {
+    file: FileSink,
+    fetch: Arc<Fetch>,
+}
+
+impl PieceSink for ProgressSink {
+    fn put(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.put(offset, bytes)?;
+        let table = &self.fetch.table;
+        let index = (offset / table.piece_size as u64) as u32;
+        if table.piece_range(index) == (offset..offset + bytes.len() as u64) {
+            self.fetch.have.lock().unwrap().set(index, true);
+            self.fetch.bump();
+        }
+        Ok(())
+    }
+
+    fn read(&self, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
+        self.file.read(offset, len)
+    }
+}
+
+/// What the agent shares with its download tasks.
+pub struct Fetcher {
+    pub hub: Hub,
+    pub node: NodeHandle,
+    pub downloader: Arc<Downloader>,
+    pub cache: Arc<Cache>,
+    running: Mutex<HashMap<Digest, Arc<Fetch>>>,
+}
+
+impl Fetcher {
+    pub fn new(
+        hub: Hub,
+        node: NodeHandle,
+        downloader: Downloader,
+        cache: Arc<Cache>,
+    ) -> Arc<Fetcher> {
+        Arc::new(Fetcher {
+            hub,
+            node,
+            downloader: Arc::new(downloader),
+            cache,
+            running: Mutex::default(),
+        })
+    }
+
+    /// The download of `digest` running in this process, if any.
+    pub fn running(&self, digest: &Digest) -> Option<Arc<Fetch>> {
+        self.running.lock().unwrap().get(digest).cloned()
+    }
+
+    /// Joins the download of `p.digest` or starts it, with the hub's
+    /// table and ticket, the client's credentials for the origin.
+    pub async fn start(
+        self: &Arc<Self>,
+        name: &RepoName,
+        p: Pieces,
+        authorization: Option<&str>,
+    ) -> io::Result<Arc<Fetch>> {
+        if let Some(f) = self.running(&p.digest) {
+            return Ok(f);
+        }
+        let table = Arc::new(p.table);
+        let digest = table.digest.clone();
+        let path = self.cache.temp_path(&digest);
+        let sink_file = FileSink::create(&path, table.size)?;
+        let read = Arc::new(File::open(&path)?);
+        let fetch = Arc::new(Fetch {
+            table: table.clone(),
+            file: read,
+            have: Mutex::new(Bitfield::new(table.piece_count())),
+            status: watch::channel((0, Status::Running)).0,
+        });
+        {
+            let mut running = self.running.lock().unwrap();
+            if let Some(f) = running.get(&digest) {
+                let _ = std::fs::remove_file(&path);
+                return Ok(f.clone());
+            }
+            running.insert(digest.clone(), fetch.clone());
+        }
+        if let Some(peer) = &p.peer
+            && let Ok(id) = peer.id.parse::<PeerId>()
+        {
+            for a in peer.dial_addrs() {
+                let mut bare = a.clone();
+                bare.pop();
+                self.node.add_address(id, bare).await;
+            }
+        }
+        let sink = Arc::new(ProgressSink {
+            file: sink_file,
+            fetch: fetch.clone(),
+        });
+        let origin = HubOrigin::new(
+            self.hub.clone(),
+            name.clone(),
+            digest.clone(),
+            authorization.map(String::from),
+        );
+        let download = Download {
+            table,
+            ticket: Ticket::new(p.ticket),
+            origin,
+            sink: sink.clone(),
+            peers: Vec::new(),
+        };
+        let this = self.clone();
+        tokio::spawn(async move { this.run(download, sink, path).await });
+        Ok(fetch)
+    }
+
+    async fn run(self: Arc<Self>, download: Download, sink: Arc<ProgressSink>, path: PathBuf) {
+        let fetch = sink.fetch.clone();
+        let table = fetch.table.clone();
+        let digest = table.digest.clone();
+        tracing::info!(%digest, size = table.size, pieces = table.piece_count(), "fetching blob");
+        let result = self.downloader.download(download).await;
+        match result {
+            Ok(done) => {
+                let r = &done.report;
+                tracing::info!(
+                    %digest,
+                    from_peers = r.bytes_from_peers,
+                    from_origin = r.bytes_from_origin,
+                    rejected = r.pieces_rejected,
+                    banned = r.peers_banned.len(),
+                    peers = r.peers_used,
+                    ms = r.elapsed.as_millis() as u64,
+                    "blob fetched and verified"
+                );
+                fetch.finish(Status::Done);
+                let cache = self.cache.clone();
+                let keep = cache.fits(table.size);
+                let moved = tokio::task::spawn_blocking(move || {
+                    sink.file.sync()?;
+                    if keep {
+                        cache.insert(&path, table).map(Some)
+                    } else {
+                        std::fs::remove_file(&path).map(|_| None)
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+                match moved {
+                    Ok(Some(evicted)) => {
+                        for d in evicted {
+                            tracing::info!(digest = %d, "cache: evicted");
+                            self.node.withdraw(&d).await;
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::info!(%digest, "blob larger than the cache: not kept");
+                        self.node.withdraw(&digest).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%digest, error = %e, "cache: storing the blob failed");
+                        self.node.withdraw(&digest).await;
+                    }
+                }
+                // The cache serves it to peers from now on.
+                drop(done.seeding);
+            }
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "blob fetch failed");
+                fetch.finish(Status::Failed(e.to_string()));
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        self.running.lock().unwrap().remove(&digest);
+    }
+}
