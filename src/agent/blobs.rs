@@ -93,7 +93,7 @@ pub async fn get(
             Ok(Answer::Yes(())) => {}
             Ok(Answer::No(r)) => {
                 AgentStats::add(&agent.stats.refused, 1);
-                return proxy::pass_back(r, false);
+                return proxy::refusal(&r);
             }
             Err(e) => return proxy::hub_unreachable(&e),
         }

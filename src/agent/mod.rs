@@ -37,6 +37,8 @@ pub mod probe;
 mod proxy;
 mod routes;
 mod serve;
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -70,48 +72,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--data: creating {}", args.data.display()))?;
     let _lock = lock(&args.data)?;
 
-    let hub = Hub::new(&args.hub)?;
-    let info = hub
-        .info()
-        .await
-        .with_context(|| format!("asking the hub {} for its swarm", args.hub))?;
-    tracing::info!(hub_peer = %info.peer.id, piece_size = info.piece_size, "joined the hub's swarm");
-    let verifier = TicketVerifier::from_pem(&info.ticket_key, &info.issuer)
-        .map_err(|e| anyhow::anyhow!("the hub's ticket key: {e}"))?;
-
-    let (cache, cached) = Cache::open(&args.data.join("cache"), args.cache_size)
-        .with_context(|| format!("opening the cache under {}", args.data.display()))?;
-    let cache = Arc::new(cache);
-
-    let mut config = NodeConfig::new(&args.data);
-    config.listen = parse_addrs(&args.p2p_listen, "--p2p-listen")?;
-    config.bootstrap = info.peer.dial_addrs();
-    config
-        .bootstrap
-        .extend(parse_addrs(&args.bootstrap, "--bootstrap")?);
-    let node = Node::start(
-        config,
-        Arc::new(verifier),
-        Arc::new(CacheSource(cache.clone())),
+    let (node, agent) = start(
+        &args.hub,
+        &args.data,
+        args.cache_size,
+        parse_addrs(&args.p2p_listen, "--p2p-listen")?,
+        parse_addrs(&args.bootstrap, "--bootstrap")?,
     )
     .await?;
     let handle = node.handle();
-    for d in cached {
-        let h = handle.clone();
-        tokio::spawn(async move {
-            if let Err(e) = h.provide(&d).await {
-                tracing::warn!(digest = %d, error = %e, "announcing a cached blob");
-            }
-        });
-    }
-
-    let downloader = Downloader::new(handle.clone(), DownloadConfig::default());
-    let stats = Arc::new(AgentStats::default());
-    let agent = Arc::new(Agent {
-        fetcher: Fetcher::new(hub, handle.clone(), downloader, cache),
-        stats: stats.clone(),
-    });
-    metrics::spawn_logger(stats, handle.stats().clone(), Duration::from_secs(30));
+    metrics::spawn_logger(
+        agent.stats.clone(),
+        handle.stats().clone(),
+        Duration::from_secs(30),
+    );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -139,6 +113,55 @@ fn parse_addrs(list: &[String], flag: &str) -> anyhow::Result<Vec<Multiaddr>> {
                 .with_context(|| format!("{flag} {a}: not a multiaddr"))
         })
         .collect()
+}
+
+/// Joins the hub's swarm and opens the cache: the node (dropping it
+/// leaves the swarm) and what the handlers use.
+async fn start(
+    hub_url: &str,
+    data: &Path,
+    cache_size: u64,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+) -> anyhow::Result<(Node, Arc<Agent>)> {
+    let hub = Hub::new(hub_url)?;
+    let info = hub
+        .info()
+        .await
+        .with_context(|| format!("asking the hub {hub_url} for its swarm"))?;
+    tracing::info!(hub_peer = %info.peer.id, piece_size = info.piece_size, "joining the hub's swarm");
+    let verifier = TicketVerifier::from_pem(&info.ticket_key, &info.issuer)
+        .map_err(|e| anyhow::anyhow!("the hub's ticket key: {e}"))?;
+
+    let (cache, cached) = Cache::open(&data.join("cache"), cache_size)
+        .with_context(|| format!("opening the cache under {}", data.display()))?;
+    let cache = Arc::new(cache);
+
+    let mut config = NodeConfig::new(data);
+    config.listen = listen;
+    config.bootstrap = info.peer.dial_addrs();
+    config.bootstrap.extend(bootstrap);
+    let node = Node::start(
+        config,
+        Arc::new(verifier),
+        Arc::new(CacheSource(cache.clone())),
+    )
+    .await?;
+    let handle = node.handle();
+    for d in cached {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = h.provide(&d).await {
+                tracing::warn!(digest = %d, error = %e, "announcing a cached blob");
+            }
+        });
+    }
+    let downloader = Downloader::new(handle.clone(), DownloadConfig::default());
+    let agent = Arc::new(Agent {
+        fetcher: Fetcher::new(hub, handle, downloader, cache),
+        stats: Arc::new(AgentStats::default()),
+    });
+    Ok((node, agent))
 }
 
 /// One agent per data directory (`flock` on `<data>/.lock`).

@@ -86,6 +86,27 @@ pub fn pass_back(r: http::Response, head: bool) -> Response {
     resp
 }
 
+/// The hub's refusal of a HEAD (which has no body) as the answer to a
+/// GET: its status and challenge, with an error body of the agent's.
+pub fn refusal(r: &http::Response) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let code = match r.status {
+        401 => "UNAUTHORIZED",
+        403 => "DENIED",
+        404 => "BLOB_UNKNOWN",
+        _ => "UNKNOWN",
+    };
+    let mut resp = error(status, code, &format!("the hub answered {}", r.status));
+    for (name, value) in &r.headers {
+        if name == "www-authenticate"
+            && let Ok(v) = HeaderValue::from_str(value)
+        {
+            resp.headers_mut().append("www-authenticate", v);
+        }
+    }
+    resp
+}
+
 pub fn hub_unreachable(e: &anyhow::Error) -> Response {
     tracing::warn!(error = %format!("{e:#}"), "hub request failed");
     error(
