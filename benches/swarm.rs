@@ -1,0 +1,266 @@
+//! The peer swarm under a wave of cold pulls: one hub (`[p2p]` on) and N
+//! host agents (N = 4 and 8), each on its own loopback address, all
+//! pulling the same cold image (one 512 MiB layer) at the same moment,
+//! each like a docker pull: the manifest, the config, then the layer in
+//! ranged GETs, every byte hashed and checked against its digest.
+//!
+//! Printed per N:
+//! - hub-storage bytes / image size: what the hub's storage served (blob
+//!   bytes over HTTP plus piece bytes over the swarm, from the hub's
+//!   `/metrics`) divided by the image size; target ≤ 1.1, where N agents
+//!   pulling straight from the hub make it N (measured too, same hub);
+//! - the time until the last agent has the image, relative to one agent
+//!   pulling alone from a hub of its own; target ≤ 1.5×;
+//! - each agent's peak RSS (VmHWM).
+//!
+//! Run: `cargo bench --bench swarm`. `BENCH_SWARM_MIB` (default 512) sets
+//! the layer size, `BENCH_SWARM_NS` (default `4,8`) the swarm sizes.
+
+#[path = "../tests/p2p/swarm.rs"]
+mod swarm;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+use swarm::*;
+
+const MIB: u64 = 1 << 20;
+/// Size of each ranged GET of the layer.
+const RANGE: u64 = 64 * MIB;
+
+struct ImageRef {
+    repo: String,
+    manifest: String,
+    config: String,
+    layer: String,
+    size: u64,
+}
+
+/// Writes the layer to a file (hashing it) and pushes the image.
+fn push(hub: &Hub, layer_file: &std::path::Path, layer_digest: &str, size: u64) -> ImageRef {
+    let repo = "bench/swarm";
+    let p = Pusher::new(hub, repo);
+    let f = std::fs::File::open(layer_file).unwrap();
+    p.blob_from(layer_digest, reqwest::blocking::Body::sized(f, size));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    })
+    .to_string();
+    let config_digest = p.blob(config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "size": config.len(), "digest": config_digest},
+        "layers": [{"mediaType": DOCKER_LAYER, "size": size, "digest": layer_digest}],
+    })
+    .to_string();
+    p.manifest("v1", DOCKER_MANIFEST, manifest.as_bytes());
+    ImageRef {
+        repo: repo.into(),
+        manifest: "v1".into(),
+        config: config_digest,
+        layer: layer_digest.into(),
+        size,
+    }
+}
+
+fn make_layer(dir: &std::path::Path, size: u64) -> (std::path::PathBuf, String) {
+    let path = dir.join("layer.bin");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut h = Sha256::new();
+    let mut left = size;
+    let mut seed = 1;
+    while left > 0 {
+        let n = left.min(8 * MIB);
+        let chunk = pseudo_random(seed, n as usize);
+        h.update(&chunk);
+        f.write_all(&chunk).unwrap();
+        left -= n;
+        seed += 1;
+    }
+    f.flush().unwrap();
+    (path, format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Pulls the image from `base` like docker: manifest, config, layer in
+/// ranged GETs; checks every digest.
+fn pull(base: &str, img: &ImageRef) {
+    let h = http();
+    let m = h
+        .get(format!("{base}/v2/{}/manifests/{}", img.repo, img.manifest))
+        .header("accept", DOCKER_MANIFEST)
+        .send()
+        .unwrap();
+    assert_eq!(m.status(), 200, "manifest from {base}");
+    let _ = m.bytes().unwrap();
+    let (s, d, _) = fetch_digest(
+        &format!("{base}/v2/{}/blobs/{}", img.repo, img.config),
+        None,
+    );
+    assert_eq!(
+        (s, d.as_str()),
+        (200, img.config.as_str()),
+        "config from {base}"
+    );
+    let url = format!("{base}/v2/{}/blobs/{}", img.repo, img.layer);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < img.size {
+        let end = (pos + RANGE).min(img.size);
+        let mut r = h
+            .get(&url)
+            .header("range", format!("bytes={pos}-{}", end - 1))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 206, "range {pos}- from {base}");
+        let mut got = 0;
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            got += n as u64;
+        }
+        assert_eq!(got, end - pos, "range {pos}- from {base}");
+        pos = end;
+    }
+    assert_eq!(
+        format!("sha256:{}", hex::encode(hasher.finalize())),
+        img.layer,
+        "layer digest via {base}"
+    );
+}
+
+/// Every base pulls at once; returns each one's time from the common start.
+fn wave(bases: &[String], img: &Arc<ImageRef>) -> Vec<Duration> {
+    let barrier = Arc::new(Barrier::new(bases.len()));
+    let threads: Vec<_> = bases
+        .iter()
+        .map(|b| {
+            let (b, img, barrier) = (b.clone(), img.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let t = Instant::now();
+                pull(&b, &img);
+                t.elapsed()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn hub() -> Hub {
+    Hub::start(HubOptions {
+        auth: false,
+        p2p: true,
+        piece_size: None,
+    })
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let mib: u64 = std::env::var("BENCH_SWARM_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let ns: Vec<u8> = std::env::var("BENCH_SWARM_NS")
+        .unwrap_or_else(|_| "4,8".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let size = mib * MIB;
+    let tmp = tempfile::Builder::new()
+        .prefix("dockyard-bench-swarm-")
+        .tempdir()
+        .unwrap();
+    let (layer, digest) = make_layer(tmp.path(), size);
+    println!("swarm benchmark: one {mib} MiB layer, N = {ns:?}");
+
+    // One agent alone, on a hub of its own.
+    let solo = {
+        let hub = hub();
+        let img = Arc::new(push(&hub, &layer, &digest, size));
+        let agent = Agent::start(&hub, 1, "4G");
+        std::thread::sleep(Duration::from_millis(500));
+        let t = wave(&[agent.url("")], &img)[0];
+        let ratio = hub.storage_bytes_served() / size as f64;
+        println!(
+            "one agent alone: {:.2} s, hub storage {ratio:.2}× the image, peak RSS {} MiB",
+            secs(t),
+            agent.peak_rss_kib() / 1024
+        );
+        t
+    };
+
+    let mut rows = Vec::new();
+    for &n in &ns {
+        let hub = hub();
+        let img = Arc::new(push(&hub, &layer, &digest, size));
+        let before = hub.storage_bytes_served();
+        let agents: Vec<Agent> = (1..=n).map(|i| Agent::start(&hub, i, "4G")).collect();
+        // Let the agents join the swarm (identify, Kademlia bootstrap).
+        std::thread::sleep(Duration::from_secs(1));
+        let bases: Vec<String> = agents.iter().map(|a| a.url("")).collect();
+        let times = wave(&bases, &img);
+        let last = times.iter().max().copied().unwrap();
+        let hub_ratio = (hub.storage_bytes_served() - before) / size as f64;
+        let rss: Vec<u64> = agents.iter().map(|a| a.peak_rss_kib() / 1024).collect();
+        let from_origin: f64 = agents
+            .iter()
+            .map(|a| a.metric("bytes_from_origin_total"))
+            .sum();
+        let from_peers: f64 = agents
+            .iter()
+            .map(|a| a.metric("bytes_from_peers_total"))
+            .sum();
+        drop(agents);
+
+        // The same wave straight from the hub, no swarm.
+        let before = hub.storage_bytes_served();
+        let direct: Vec<String> = (0..n).map(|_| hub.base.clone()).collect();
+        let direct_times = wave(&direct, &img);
+        let direct_last = direct_times.iter().max().copied().unwrap();
+        let direct_ratio = (hub.storage_bytes_served() - before) / size as f64;
+
+        println!(
+            "N = {n}: hub storage {hub_ratio:.3}× the image (target ≤ 1.1; without the swarm {direct_ratio:.2}×), \
+             last agent done in {:.2} s = {:.2}× one agent alone (target ≤ 1.5×; without the swarm {:.2} s), \
+             agents got {:.0} MiB from peers and {:.0} MiB from the hub's HTTP origin, peak RSS MiB {rss:?}",
+            secs(last),
+            secs(last) / secs(solo),
+            secs(direct_last),
+            from_peers / MIB as f64,
+            from_origin / MIB as f64,
+        );
+        rows.push((n, hub_ratio, direct_ratio, secs(last) / secs(solo), rss));
+    }
+
+    println!();
+    println!(
+        "| N | hub storage / image | without swarm | last agent / one alone | peak RSS per agent (MiB) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (n, hub_ratio, direct_ratio, time_ratio, rss) in &rows {
+        let ok = |b: bool| if b { "ok" } else { "MISSED" };
+        println!(
+            "| {n} | {hub_ratio:.3} ({}) | {direct_ratio:.2} | {time_ratio:.2}× ({}) | {} |",
+            ok(*hub_ratio <= 1.1),
+            ok(*time_ratio <= 1.5),
+            rss.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
