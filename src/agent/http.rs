@@ -105,7 +105,8 @@ impl Response {
 
     /// The whole body, at most `limit` bytes (else an error).
     pub async fn bytes(mut self, limit: usize) -> io::Result<Bytes> {
-        let mut out = BytesMut::new();
+        let expected = self.content_length().unwrap_or(0).min(limit as u64) as usize;
+        let mut out = BytesMut::with_capacity(expected);
         while let Some(chunk) = self.body.next_chunk().await? {
             if out.len() + chunk.len() > limit {
                 return Err(io::Error::new(
