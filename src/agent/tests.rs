@@ -301,3 +301,62 @@ async fn eviction_withdraws_and_small_cache_still_serves() {
     assert_eq!(a.fetcher.cache.usage(), (0, 0));
     assert!(!a.fetcher.node.is_providing(&digest).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wave_of_cold_pulls_costs_the_hub_about_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("k.pem"), dir.path().join("c.pem"));
+    crate::auth::token::ensure_dev_keys(&key, &cert).unwrap();
+    let issuer = TicketIssuer::load(&key, "hub", Duration::from_secs(300)).unwrap();
+    let verifier = TicketVerifier::load(&cert, "hub").unwrap();
+    let mut nc = NodeConfig::new(dir.path().join("hub"));
+    nc.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let hub_node = Node::start(nc, Arc::new(verifier), Arc::new(NoPieces))
+        .await
+        .unwrap();
+    let h = hub_node.handle();
+    let addrs: Vec<String> = h
+        .listen_addrs()
+        .await
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let blob = random_blob(16 << 20);
+    let table = PieceTable::of_bytes(Algorithm::Sha256, 256 << 10, &blob);
+    let digest = table.digest.clone();
+    let hub = Arc::new(FakeHub {
+        blob: blob.clone(),
+        table,
+        issuer,
+        cert: std::fs::read_to_string(&cert).unwrap(),
+        peer: serde_json::json!({"id": h.local_peer_id().to_base58(), "addrs": addrs}),
+        served: AtomicU64::new(0),
+    });
+    let hub_url = serve_on(
+        axum::Router::new()
+            .fallback(fake_hub)
+            .with_state(hub.clone()),
+    )
+    .await;
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        agents.push(agent(&hub_url, &dir.path().join(format!("a{i}")), 1 << 30).await);
+    }
+    // Let them find each other through the hub's node.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pulls: Vec<_> = agents
+        .iter()
+        .map(|(_, _, u)| {
+            let url = format!("{u}/v2/{REPO}/blobs/{digest}");
+            tokio::spawn(async move { get(&url, Some(GOOD), None).await })
+        })
+        .collect();
+    for p in pulls {
+        let (s, _, body) = p.await.unwrap();
+        assert_eq!(s, 200);
+        assert!(body == blob);
+    }
+    let served = hub.served.load(Ordering::Relaxed) as f64 / blob.len() as f64;
+    eprintln!("a wave of 4: the hub served {served:.2} copies");
+    assert!(served <= 1.25, "the hub served {served:.2} copies");
+}
