@@ -28,6 +28,7 @@ pub struct Config {
     pub authn_ldap: LdapConfig,
     pub audit: AuditConfig,
     pub rados: RadosConfig,
+    pub p2p: P2pConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -224,6 +225,70 @@ pub const RADOS_MAX_CHUNK: u64 = 90 * 1024 * 1024;
 /// Smallest `rados.chunksize`.
 pub const RADOS_MIN_CHUNK: u64 = 4096;
 
+/// `[p2p]`: the peer swarm through which host agents (and other nodes)
+/// fetch blob pieces from each other instead of from this hub's storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    pub enabled: bool,
+    /// Comma-separated multiaddrs the swarm node listens on.
+    pub listen: String,
+    /// Comma-separated multiaddrs of peers to join through, each ending in
+    /// `/p2p/<PeerId>`.
+    pub bootstrap: String,
+    /// Discover peers on the local network by mDNS.
+    pub mdns: bool,
+    /// Bytes per piece of the piece tables this hub makes.
+    pub piece_size: u32,
+    /// Seconds a ticket (a peer's permission to fetch one blob) is valid.
+    pub ticket_lifetime: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            enabled: false,
+            listen: "/ip4/0.0.0.0/tcp/4001".into(),
+            bootstrap: String::new(),
+            mdns: false,
+            piece_size: 4 << 20,
+            ticket_lifetime: 300,
+        }
+    }
+}
+
+impl P2pConfig {
+    pub fn listen_addrs(&self) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+        multiaddrs("p2p.listen", &self.listen)
+    }
+
+    pub fn bootstrap_addrs(&self) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+        let addrs = multiaddrs("p2p.bootstrap", &self.bootstrap)?;
+        for a in &addrs {
+            if !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                return Err(ConfigError::Invalid {
+                    key: "p2p.bootstrap",
+                    message: format!("{a} does not end in /p2p/<PeerId>"),
+                });
+            }
+        }
+        Ok(addrs)
+    }
+}
+
+fn multiaddrs(key: &'static str, list: &str) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse().map_err(|e| ConfigError::Invalid {
+                key,
+                message: format!("{a:?}: {e}"),
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -246,6 +311,7 @@ impl Default for Config {
             authn_ldap: LdapConfig::default(),
             audit: AuditConfig::default(),
             rados: RadosConfig::default(),
+            p2p: P2pConfig::default(),
         }
     }
 }
@@ -487,7 +553,36 @@ impl Config {
         if self.audit.retention_days == 0 {
             return invalid("audit.retention_days", "must be at least 1");
         }
+        self.validate_p2p()?;
         self.validate_rados()
+    }
+
+    fn validate_p2p(&self) -> Result<(), ConfigError> {
+        let p = &self.p2p;
+        if !p.enabled {
+            return Ok(());
+        }
+        if p.listen_addrs()?.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "p2p.listen",
+                message: "needs at least one address".into(),
+            });
+        }
+        p.bootstrap_addrs()?;
+        use crate::p2p::piece::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
+        if !(MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&p.piece_size) {
+            return Err(ConfigError::Invalid {
+                key: "p2p.piece_size",
+                message: format!("must be between {MIN_PIECE_SIZE} and {MAX_PIECE_SIZE} bytes"),
+            });
+        }
+        if p.ticket_lifetime < 10 {
+            return Err(ConfigError::Invalid {
+                key: "p2p.ticket_lifetime",
+                message: "must be at least 10 seconds".into(),
+            });
+        }
+        Ok(())
     }
 
     fn validate_rados(&self) -> Result<(), ConfigError> {

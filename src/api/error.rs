@@ -41,6 +41,8 @@ impl ApiError {
             Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ManifestTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            NotOffered(_) => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
+            RequestInvalid(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }

@@ -5,6 +5,8 @@
 pub mod aci;
 pub mod auth;
 pub mod error;
+pub mod metrics;
+pub mod p2p;
 pub mod state;
 pub mod uam;
 pub mod v1;
@@ -31,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         // appc ACIs; also the fallback: discovery pages at any other path.
         .merge(aci::router(&state))
         .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics::metrics))
+        .route("/_p2p/info", get(p2p::info))
         .with_state(state)
 }
 

@@ -17,6 +17,9 @@ pub struct AppState {
     pub trust_proxy: bool,
     /// `[dockyard] domains` (lowercase); empty: the Host the client used.
     pub domains: Vec<String>,
+    /// The hub's swarm node, when `[p2p] enabled`.
+    pub p2p: Option<Arc<crate::p2p::hub::HubSwarm>>,
+    pub counters: Arc<super::metrics::Counters>,
 }
 
 impl AppState {

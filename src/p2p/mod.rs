@@ -33,6 +33,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod download;
+pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod piece;

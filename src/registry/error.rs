@@ -45,6 +45,13 @@ pub enum RegistryError {
     ManifestTooLarge(u64),
     #[error("pagination number invalid: {0}")]
     PaginationInvalid(String),
+    /// A request this hub understands but was not set up to answer (the
+    /// peer swarm off, for instance).
+    #[error("not offered by this hub: {0}")]
+    NotOffered(String),
+    /// A malformed request header or parameter with no code of its own.
+    #[error("invalid request: {0}")]
+    RequestInvalid(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

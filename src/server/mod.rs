@@ -189,7 +189,15 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
     } else {
         Some(Arc::new(Auth::new(&config, meta, audit.clone()).await?))
     };
+    let p2p = if config.p2p.enabled {
+        let swarm = crate::p2p::hub::HubSwarm::start(&config, registry.store().clone()).await?;
+        Some(Arc::new(swarm))
+    } else {
+        None
+    };
     let state = AppState {
+        p2p,
+        counters: Arc::default(),
         registry,
         auth,
         audit,
@@ -197,6 +205,7 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         domains: config.domains(),
     };
 
+    crate::api::metrics::spawn_logger(state.clone(), Duration::from_secs(60));
     let tls = tls_acceptor(&config)?;
     let addr = SocketAddr::new(args.address, args.port);
     let listener = TcpListener::bind(addr)

@@ -178,7 +178,7 @@ impl Hub {
         m.iter()
             .filter(|(k, _)| {
                 k.as_str() == "dockyard_blob_bytes_served_total"
-                    || (k.contains("p2p") && k.ends_with("bytes_served_total"))
+                    || k.as_str() == "dockyard_p2p_bytes_served_to_peers_total"
             })
             .map(|(_, v)| v)
             .sum()

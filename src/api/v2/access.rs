@@ -36,7 +36,7 @@ impl Who {
 fn needs(route: &Route, method: &Method) -> Option<(RepoName, Actions)> {
     let (repo, actions) = match route {
         Route::Catalog => return None,
-        Route::Tags(n) | Route::Referrers(n, _) => (n, Actions::PULL),
+        Route::Tags(n) | Route::Referrers(n, _) | Route::Pieces(n, _) => (n, Actions::PULL),
         Route::Manifest(n, _) | Route::Blob(n, _) => match *method {
             Method::GET | Method::HEAD => (n, Actions::PULL),
             Method::DELETE => (n, Actions::DELETE),

@@ -70,6 +70,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     };
     let reg = &state.registry;
     let event = audit_event(&route, m);
+    let blob_get = matches!(route, Route::Blob(..)) && *m == Method::GET;
     let result = match route {
         Route::Catalog if m == Method::GET => listing::catalog(&state, &who, &query).await,
         Route::Tags(name) if m == Method::GET => listing::tags(reg, &name, &query).await,
@@ -94,6 +95,9 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             Method::DELETE => blobs::delete(reg, &name, &d).await,
             _ => not_allowed(m),
         },
+        Route::Pieces(name, d) if m == Method::GET => {
+            crate::api::p2p::pieces(&state, &name, &d, h).await
+        }
         Route::Uploads(name) if m == Method::POST => {
             uploads::start(reg, &name, &query, h, body).await
         }
@@ -108,6 +112,13 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     };
     match result {
         Ok(r) => {
+            if blob_get {
+                let len = r
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                state.counters.blob_served(len.unwrap_or(0));
+            }
             if let Some((action, repo, target)) = event {
                 let digest = r
                     .headers()

@@ -18,6 +18,8 @@ pub enum Route {
     Uploads(RepoName),
     Upload(RepoName, UploadId),
     Referrers(RepoName, Digest),
+    /// `<name>/blobs/<digest>/pieces`: the piece table and a swarm ticket.
+    Pieces(RepoName, Digest),
 }
 
 /// `None` if the path is no v2 endpoint at all; `Some(Err)` if it is one
@@ -48,6 +50,8 @@ pub fn parse(path: &str) -> Option<Result<Route, RegistryError>> {
                 Ok(Route::Upload(name, last.parse()?))
             }
         })
+    } else if n >= 3 && last == "pieces" && segs[n - 3] == "blobs" {
+        name_of(n - 3).and_then(|name| Ok(Route::Pieces(name, parse_digest(&decode(prev))?)))
     } else if prev == "blobs" && last == "uploads" {
         name_of(n - 2).map(Route::Uploads)
     } else if prev == "manifests" {
