@@ -169,7 +169,7 @@ impl Tables {
         }
     }
 
-    async fn from_disk(&self, digest: &Digest) -> Option<Arc<PieceTable>> {
+    async fn read_saved(&self, digest: &Digest) -> Option<Arc<PieceTable>> {
         let bytes = tokio::fs::read(self.path(digest)).await.ok()?;
         match PieceTable::from_bytes(&bytes) {
             Ok(t) if t.digest == *digest && t.piece_size == self.piece_size => Some(Arc::new(t)),
@@ -194,7 +194,7 @@ impl Tables {
             if let Some(t) = self.cached(digest) {
                 return Ok(t);
             }
-            if let Some(t) = self.from_disk(digest).await {
+            if let Some(t) = self.read_saved(digest).await {
                 self.remember(t.clone());
                 return Ok(t);
             }
@@ -239,7 +239,7 @@ impl PieceSource for Tables {
     async fn piece(&self, digest: &Digest, index: u32) -> Option<Bytes> {
         let table = match self.cached(digest) {
             Some(t) => t,
-            None => self.from_disk(digest).await?,
+            None => self.read_saved(digest).await?,
         };
         if index >= table.piece_count() {
             return None;
