@@ -114,17 +114,17 @@ impl HubSwarm {
         self.issuer.issue(requester, digest)
     }
 
-    /// The piece table of the stored blob `digest`, made if need be; the
-    /// node announces the blob from then on.
+    /// The piece table of the stored blob `digest`, made if need be.
+    ///
+    /// The hub does not announce the blob as a provider: it is every
+    /// download's origin already (ranged GETs, one downloader per piece
+    /// among simultaneous ones), and as a provider too it would be asked
+    /// for pieces by every agent at once, multiplying its storage's egress
+    /// instead of letting the agents serve each other. Its node is the
+    /// swarm's rendezvous and serves pieces to whoever asks it directly
+    /// with a ticket.
     pub async fn table(&self, digest: &Digest) -> Result<Arc<PieceTable>, StoreError> {
-        let table = self.tables.get_or_make(digest).await?;
-        let h = self.node.handle();
-        if !h.is_providing(digest).await
-            && let Err(e) = h.provide(digest).await
-        {
-            tracing::warn!(%digest, "p2p: cannot announce: {e}");
-        }
-        Ok(table)
+        self.tables.get_or_make(digest).await
     }
 }
 
@@ -158,8 +158,8 @@ impl Tables {
         m.insert(table.digest.clone(), table);
     }
 
-    /// A blob deleted (gc) since it was announced: its table goes, and
-    /// so does its provider record.
+    /// A blob deleted (gc) since its table was made: the table goes, and
+    /// so does any provider record of it.
     fn forget(&self, digest: &Digest) {
         self.memory.lock().unwrap().remove(digest);
         let _ = std::fs::remove_file(self.path(digest));
