@@ -68,6 +68,8 @@ mod support;
 #[path = "conformance/runner_suite.rs"]
 mod runner_suite;
 
+#[path = "farm/cluster.rs"]
+mod cluster;
 mod common;
 
 use std::collections::HashMap;
@@ -2256,4 +2258,22 @@ fn backend_redis_conformance() {
     conformance_on_backend(&format!(
         "[db]\ndriver = \"redis\"\nuri = \"{url}\"\nprefix = \"{prefix}\""
     ));
+}
+
+// ---------------------------------------------------------------------------
+// every workflow against a farm: two nodes behind nginx on MariaDB and RADOS
+// ---------------------------------------------------------------------------
+
+#[test]
+fn farm_conformance() {
+    let farm = cluster::Farm::start(2);
+    let t = Target {
+        base: farm.base.clone(),
+        _server: None,
+        suffix: String::new(),
+        login: None,
+        cross_ns: None,
+    };
+    run_ginkgo_on(&t, 4, "").finish("all workflows");
+    run_runner_suite(&t);
 }
