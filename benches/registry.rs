@@ -5,7 +5,9 @@
 //! Dockyard/reference ratios against the targets. See `benches/README.md`.
 //!
 //! Run: `cargo bench --bench registry` (`BENCH_QUICK=1` for a reduced run,
-//! `BENCH_SUBJECT=reference` to measure the reference against itself).
+//! `BENCH_SUBJECT=reference` to measure the reference against itself,
+//! `BENCH_SUBJECT=rados` to measure Dockyard on Ceph RADOS against Dockyard
+//! on local disk: the one-node Ceph of `packaging/services/ceph.sh`).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -53,6 +55,8 @@ struct Config {
     parallel: usize,
     rounds: usize,
     subject_is_reference: bool,
+    /// Dockyard on RADOS against Dockyard on local disk.
+    rados: bool,
     tmp_root: PathBuf,
 }
 
@@ -60,6 +64,7 @@ impl Config {
     fn from_env() -> Config {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let subject_is_reference = std::env::var("BENCH_SUBJECT").is_ok_and(|v| v == "reference");
+        let rados = std::env::var("BENCH_SUBJECT").is_ok_and(|v| v == "rados");
         let tmp_root = std::env::var_os("BENCH_TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -81,6 +86,7 @@ impl Config {
             parallel: 4,
             rounds: if quick { 1 } else { 3 },
             subject_is_reference,
+            rados,
             tmp_root,
         }
     }
@@ -289,13 +295,38 @@ fn server_dir(cfg: &Config, label: &str) -> Result<tempfile::TempDir> {
         .context("create temp dir")
 }
 
-fn start_dockyard(cfg: &Config) -> Result<Server> {
-    let dir = server_dir(cfg, "dockyard")?;
+/// The `[dockyard] backend` and `[rados]` keys of a Dockyard on the shared
+/// one-node Ceph (started if need be), in a namespace of its own.
+fn rados_config() -> Result<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let services = root.join("target/test-services");
+    std::fs::create_dir_all(&services)?;
+    let out = Command::new(root.join("packaging/services/ceph.sh"))
+        .arg("start")
+        .arg(&services)
+        .arg("36789")
+        .output()
+        .context("packaging/services/ceph.sh")?;
+    if !out.status.success() {
+        bail!(
+            "ceph.sh start failed (packaging/install-test-deps.sh installs Ceph): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let conf = String::from_utf8(out.stdout)?.trim().to_string();
+    Ok(format!(
+        "backend = \"rados\"\n[rados]\nconf = \"{conf}\"\npool = \"registry\"\nnamespace = \"bench-{}\"\n",
+        seed()
+    ))
+}
+
+fn start_dockyard(cfg: &Config, label: &'static str, extra: &str) -> Result<Server> {
+    let dir = server_dir(cfg, label)?;
     let config = dir.path().join("runtime.toml");
     std::fs::write(
         &config,
         format!(
-            "runmode = \"prod\"\n[log]\nlevel = \"warn\"\n[dockyard]\npath = \"{}\"\n",
+            "runmode = \"prod\"\n[log]\nlevel = \"warn\"\n[dockyard]\npath = \"{}\"\n{extra}",
             dir.path().join("data").display()
         ),
     )?;
@@ -315,7 +346,7 @@ fn start_dockyard(cfg: &Config) -> Result<Server> {
         }
     });
     let mut server = Server {
-        label: "dockyard",
+        label,
         child,
         base: Url::parse("http://127.0.0.1/")?,
         log,
@@ -1218,22 +1249,37 @@ fn main() {
     );
 
     println!("\n== starting servers");
-    let mut sides = [
-        Side {
-            label: "dockyard",
-            server: if cfg.subject_is_reference {
-                start_reference(&cfg, "reference#2")
-            } else {
-                start_dockyard(&cfg)
+    let mut sides = if cfg.rados {
+        [
+            Side {
+                label: "rados",
+                server: rados_config().and_then(|extra| start_dockyard(&cfg, "rados", &extra)),
+                res: Results::default(),
             },
-            res: Results::default(),
-        },
-        Side {
-            label: "reference",
-            server: start_reference(&cfg, "reference"),
-            res: Results::default(),
-        },
-    ];
+            Side {
+                label: "local",
+                server: start_dockyard(&cfg, "local", ""),
+                res: Results::default(),
+            },
+        ]
+    } else {
+        [
+            Side {
+                label: "dockyard",
+                server: if cfg.subject_is_reference {
+                    start_reference(&cfg, "reference#2")
+                } else {
+                    start_dockyard(&cfg, "dockyard", "")
+                },
+                res: Results::default(),
+            },
+            Side {
+                label: "reference",
+                server: start_reference(&cfg, "reference"),
+                res: Results::default(),
+            },
+        ]
+    };
     for s in &sides {
         match &s.server {
             Ok(srv) => println!(
@@ -1584,18 +1630,31 @@ fn print_table(cfg: &Config, sides: &[Side; 2]) -> Tally {
     ];
     let mut tally = Tally { errors: 0 };
     let (mut passed, mut targets) = (0, 0);
+    let (left, right) = if cfg.rados {
+        ("rados", "local")
+    } else {
+        ("dockyard", "reference")
+    };
     println!(
-        "\n== results: median of {} round(s); ratio = dockyard / reference, measured in the same run",
+        "\n== results: median of {} round(s); ratio = {left} / {right}, measured in the same run",
         cfg.rounds
     );
     if cfg.subject_is_reference {
         println!("(harness check: the `dockyard` column is a second reference instance)");
     }
+    if cfg.rados {
+        println!(
+            "(Dockyard on the one-node Ceph of packaging/services/ceph.sh, a memstore OSD on \
+             this machine, against Dockyard on local disk; the targets are the reference's, \
+             shown for information)"
+        );
+    }
     println!(
         "{:<34} {:>10} {:>10} {:>7} {:>9}  result",
-        "metric", "dockyard", "reference", "ratio", "target"
+        "metric", left, right, "ratio", "target"
     );
     for (name, ds, rs, target, prec) in rows {
+        let target = if cfg.rados { Target::Info } else { target };
         let (dv, rv) = (ds.median(), rs.median());
         tally.errors += [&dv, &rv]
             .iter()
@@ -1637,9 +1696,9 @@ fn print_table(cfg: &Config, sides: &[Side; 2]) -> Tally {
     }
     println!("{passed}/{targets} targets passed");
     if let (Some(Ok(a)), Some(Ok(b))) = (d.small_push_us.median(), r.small_push_us.median()) {
-        println!("time per small push (POST+PUT): dockyard {a:.0} µs, reference {b:.0} µs");
+        println!("time per small push (POST+PUT): {left} {a:.0} µs, {right} {b:.0} µs");
     }
-    for (label, res) in [("dockyard", d), ("reference", r)] {
+    for (label, res) in [(left, d), (right, r)] {
         let max = res.big_push_rss.iter().map(RssTrace::max).max();
         let before = res.big_push_rss.first().map(|t| t.before);
         if let (Some(before), Some(max)) = (before, max) {
