@@ -82,19 +82,6 @@ async fn big_blob_streams() {
     contract::big_blob(&rig(4 * MIB), 300 * MIB, 64 * MIB).await;
 }
 
-/// For the record: `cargo test --features rados -- --ignored throughput`
-/// (`DYTEST_RADOS_MIB`: blob size in MiB, default 512).
-#[tokio::test]
-#[ignore]
-async fn throughput() {
-    let mib: u64 = std::env::var("DYTEST_RADOS_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
-    let (w, r) = contract::big_blob(&rig(4 * MIB), mib * MIB, 96 * MIB).await;
-    eprintln!("{mib} MiB through the store: write {w:.0} MiB/s, read {r:.0} MiB/s");
-}
-
 #[tokio::test]
 async fn layout() {
     let rig = rig(64 * KIB);
