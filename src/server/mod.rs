@@ -173,11 +173,10 @@ async fn open_registry(config: &Config) -> anyhow::Result<(Arc<dyn MetaStore>, A
     Ok((meta, registry))
 }
 
-async fn web(args: WebArgs) -> anyhow::Result<()> {
-    let config = load_config(&args.config)?;
-    init_logging(&config)?;
-    let _lock = lock_data_dir(&config.dockyard.path)?;
-    let (meta, registry) = open_registry(&config).await?;
+/// Everything the hub's handlers use, opened and started from `config`:
+/// the registry on its stores, auth, audit, the swarm node.
+pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
+    let (meta, registry) = open_registry(config).await?;
     registry.spawn_janitor();
     let audit = Auditor::spawn(meta.clone(), config.audit.retention_days);
     let auth = if config.dockyard.standalone {
@@ -187,10 +186,10 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        Some(Arc::new(Auth::new(&config, meta, audit.clone()).await?))
+        Some(Arc::new(Auth::new(config, meta, audit.clone()).await?))
     };
     let p2p = if config.p2p.enabled {
-        let swarm = crate::p2p::hub::HubSwarm::start(&config, registry.store().clone()).await?;
+        let swarm = crate::p2p::hub::HubSwarm::start(config, registry.store().clone()).await?;
         Some(Arc::new(swarm))
     } else {
         None
@@ -204,6 +203,14 @@ async fn web(args: WebArgs) -> anyhow::Result<()> {
         trust_proxy: config.dockyard.trustproxy,
         domains: config.domains(),
     };
+    Ok(state)
+}
+
+async fn web(args: WebArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    init_logging(&config)?;
+    let _lock = lock_data_dir(&config.dockyard.path)?;
+    let state = app_state(&config).await?;
 
     crate::api::metrics::spawn_logger(state.clone(), Duration::from_secs(60));
     let tls = tls_acceptor(&config)?;
