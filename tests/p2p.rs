@@ -333,8 +333,7 @@ fn no_ticket_no_pieces_and_private_blobs_stay_private() {
     let v = probe(&peer, &digest, &["--hub", &hub.base, "--name", repo]);
     assert_eq!(v["ticket"], "hub refused: 401", "{v}");
     assert!(v["piece"].as_str().unwrap().starts_with("refused"), "{v}");
-    // Another peer's ticket is useless to the probe (it names the agent).
-    // With credentials, the same probe gets a ticket and a verified piece.
+    // With credentials, the probe gets a ticket and a verified piece.
     let auth = format!("Bearer {}", token.clone().unwrap());
     let v = probe(
         &peer,
@@ -344,7 +343,13 @@ fn no_ticket_no_pieces_and_private_blobs_stay_private() {
     assert_eq!(v["ticket"], "hub", "{v}");
     assert_eq!(v["have"], "all", "{v}");
     assert_eq!(v["piece"]["verified"], true, "{v}");
-    assert!(a.metric("requests_refused_total") >= 4.0);
+    // That ticket names that probe's PeerId: useless to another requester.
+    let stolen = v["ticket_value"].as_str().unwrap().to_string();
+    let v = probe(&peer, &digest, &["--ticket", &stolen]);
+    assert_eq!(v["ticket"], "given");
+    assert!(v["have"].as_str().unwrap().starts_with("refused"), "{v}");
+    assert!(v["piece"].as_str().unwrap().starts_with("refused"), "{v}");
+    assert!(a.metric("requests_refused_total") >= 8.0);
 
     // The agent answers a client without credentials as the hub would,
     // though the blob is in its cache.

@@ -73,7 +73,13 @@ pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     };
     println!(
         "{}",
-        json!({"peer_id": me.to_base58(), "ticket": ticket_from, "have": have, "piece": piece})
+        json!({
+            "peer_id": me.to_base58(),
+            "ticket": ticket_from,
+            "ticket_value": ticket.as_str(),
+            "have": have,
+            "piece": piece,
+        })
     );
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
