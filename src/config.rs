@@ -773,6 +773,40 @@ mod tests {
     }
 
     #[test]
+    fn p2p_section() {
+        let c = load(
+            "[p2p]\nenabled = true\nlisten = \"/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/udp/0/quic-v1\"\n",
+            &[("DOCKYARD_P2P_PIECE_SIZE", "65536")],
+        )
+        .unwrap();
+        assert_eq!(c.p2p.listen_addrs().unwrap().len(), 2);
+        assert_eq!(c.p2p.piece_size, 65536);
+        assert!(c.p2p.bootstrap_addrs().unwrap().is_empty());
+        let key_of = |text: &str| match load(text, &[]) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            key_of("[p2p]\nenabled = true\nbootstrap = \"/ip4/10.0.0.1/tcp/4001\"\n"),
+            "p2p.bootstrap"
+        );
+        assert_eq!(
+            key_of("[p2p]\nenabled = true\nlisten = \"nonsense\"\n"),
+            "p2p.listen"
+        );
+        assert_eq!(
+            key_of("[p2p]\nenabled = true\npiece_size = 100\n"),
+            "p2p.piece_size"
+        );
+        assert_eq!(
+            key_of("[p2p]\nenabled = true\nticket_lifetime = 1\n"),
+            "p2p.ticket_lifetime"
+        );
+        // Off: not checked.
+        assert!(load("[p2p]\npiece_size = 100\n", &[]).is_ok());
+    }
+
+    #[test]
     fn rados_section() {
         let c = load("[rados]\npool = \"p\"\nchunksize = 65536\n", &[]).unwrap();
         assert_eq!(c.rados.pool, "p");
