@@ -251,7 +251,7 @@ impl Default for P2pConfig {
             listen: "/ip4/0.0.0.0/tcp/4001".into(),
             bootstrap: String::new(),
             mdns: false,
-            piece_size: 4 << 20,
+            piece_size: crate::p2p::piece::DEFAULT_PIECE_SIZE,
             ticket_lifetime: 300,
         }
     }

@@ -83,10 +83,6 @@ impl HubSwarm {
         })
     }
 
-    pub fn handle(&self) -> NodeHandle {
-        self.node.handle()
-    }
-
     pub fn stats(&self) -> Arc<Stats> {
         self.node.handle().stats().clone()
     }

@@ -27,11 +27,6 @@
 //! Architecture invariant: memory is bounded by the in-flight pieces
 //! (concurrency × piece size), never by the blob size.
 
-// The hub's p2p BlobStore tier, the host agent and the metrics endpoint use
-// this module next; until they are wired in, most of it is unused by the
-// binary.
-#![allow(dead_code, unused_imports)]
-
 pub mod download;
 pub mod hub;
 pub mod metrics;
@@ -50,14 +45,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use download::{
-    Download, DownloadConfig, DownloadError, DownloadReport, Downloaded, Downloader,
-};
-pub use node::{FetchError, Node, NodeConfig, NodeError, NodeHandle};
-pub use piece::{Bitfield, PieceTable, PieceTableBuilder};
+pub use download::{Download, DownloadConfig, Downloader};
+pub use node::{Node, NodeConfig, NodeHandle};
+pub use piece::{Bitfield, PieceTable};
 pub use protocol::Have;
-pub use sink::{FileSink, MemorySink, PieceSink, Seeding};
-pub use ticket::{Ticket, TicketClaims, TicketError, TicketIssuer, TicketVerifier};
+pub use sink::{FileSink, PieceSink};
+pub use ticket::{Ticket, TicketIssuer, TicketVerifier};
 
 use crate::registry::digest::Digest;
 

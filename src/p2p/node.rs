@@ -148,9 +148,11 @@ struct Behaviour {
 
 enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     Connected(oneshot::Sender<Vec<PeerId>>),
     Provide(Digest, oneshot::Sender<Result<(), NodeError>>),
     Withdraw(Digest, oneshot::Sender<()>),
+    #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     IsProviding(Digest, oneshot::Sender<bool>),
     Providers(Digest, oneshot::Sender<Vec<PeerId>>),
     Request(
@@ -160,7 +162,6 @@ enum Command {
     ),
     AddAddress(PeerId, Multiaddr),
     Ban(PeerId, oneshot::Sender<bool>),
-    Unban(PeerId),
 }
 
 /// What the node shares with its handles and serving tasks.
@@ -343,6 +344,7 @@ impl Node {
         self.handle.clone()
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     pub fn local_peer_id(&self) -> PeerId {
         self.handle.shared.peer_id
     }
@@ -379,6 +381,7 @@ impl NodeHandle {
             .collect()
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     pub async fn connected_peers(&self) -> Vec<PeerId> {
         self.call(Command::Connected).await.unwrap_or_default()
     }
@@ -399,6 +402,7 @@ impl NodeHandle {
     }
 
     /// Whether this node announces `digest` (holds its provider record).
+    #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     pub async fn is_providing(&self, digest: &Digest) -> bool {
         self.call(|tx| Command::IsProviding(digest.clone(), tx))
             .await
@@ -470,10 +474,6 @@ impl NodeHandle {
         self.call(|tx| Command::Ban(peer, tx))
             .await
             .unwrap_or(false)
-    }
-
-    pub async fn unban(&self, peer: PeerId) {
-        let _ = self.tx.send(Command::Unban(peer)).await;
     }
 }
 
@@ -619,11 +619,6 @@ impl Driver {
                     b.kad.remove_peer(&peer);
                 }
                 let _ = tx.send(new);
-            }
-            Command::Unban(peer) => {
-                if self.banned.remove(&peer) {
-                    self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-                }
             }
         }
     }

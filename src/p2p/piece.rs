@@ -100,6 +100,7 @@ impl PieceTable {
     }
 
     /// The table of bytes already in memory (small blobs, tests).
+    #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     pub fn of_bytes(algorithm: Algorithm, piece_size: u32, bytes: &[u8]) -> PieceTable {
         let mut b = PieceTableBuilder::new(algorithm, piece_size);
         b.update(bytes);
@@ -109,6 +110,7 @@ impl PieceTable {
     /// Computes the table of a blob read from `reader`, which must yield
     /// exactly the blob whose digest is `digest`; an `InvalidData` error if
     /// it does not. Memory: one read buffer and the hashes.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     pub async fn compute<R: AsyncRead + Unpin>(
         digest: &Digest,
         piece_size: u32,
@@ -386,10 +388,6 @@ impl Bitfield {
 
     pub fn len(&self) -> u32 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -65,19 +65,17 @@ impl PieceSink for FileSink {
 }
 
 /// A blob assembled in memory (small blobs, tests).
+#[cfg_attr(not(test), allow(dead_code))] // the tests use it
 pub struct MemorySink {
     data: Mutex<Vec<u8>>,
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // the tests use it
 impl MemorySink {
     pub fn new(size: u64) -> MemorySink {
         MemorySink {
             data: Mutex::new(vec![0; size as usize]),
         }
-    }
-
-    pub fn into_inner(self) -> Vec<u8> {
-        self.data.into_inner().unwrap()
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
@@ -227,12 +225,6 @@ impl Partials {
 pub struct Seeding {
     partials: Arc<Partials>,
     digest: Digest,
-}
-
-impl Seeding {
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
 }
 
 impl Drop for Seeding {

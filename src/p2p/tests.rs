@@ -14,6 +14,10 @@ use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId};
 use tokio::time::Instant;
 
+use super::download::{DownloadError, DownloadReport, Downloaded};
+use super::node::FetchError;
+use super::sink::MemorySink;
+
 use super::node::load_or_create_identity;
 use super::protocol::ErrorCode;
 use super::ticket::tests::keys;
