@@ -242,6 +242,12 @@ pub struct P2pConfig {
     pub piece_size: u32,
     /// Seconds a ticket (a peer's permission to fetch one blob) is valid.
     pub ticket_lifetime: u64,
+    /// Hub nodes on their own disks: fetch a blob this node lacks from the
+    /// peer hub nodes (which share the metadata and the token key).
+    pub tier: bool,
+    /// With `tier`: nodes each stored blob is on before the store reports
+    /// it stored (a push is acknowledged).
+    pub replicas: usize,
 }
 
 impl Default for P2pConfig {
@@ -253,6 +259,8 @@ impl Default for P2pConfig {
             mdns: false,
             piece_size: crate::p2p::piece::DEFAULT_PIECE_SIZE,
             ticket_lifetime: 300,
+            tier: false,
+            replicas: 1,
         }
     }
 }
@@ -576,6 +584,12 @@ impl Config {
                 message: format!("must be between {MIN_PIECE_SIZE} and {MAX_PIECE_SIZE} bytes"),
             });
         }
+        if p.replicas == 0 || (p.replicas > 1 && !p.tier) {
+            return Err(ConfigError::Invalid {
+                key: "p2p.replicas",
+                message: "must be at least 1; above 1 needs p2p.tier = true".into(),
+            });
+        }
         if p.ticket_lifetime < 10 {
             return Err(ConfigError::Invalid {
                 key: "p2p.ticket_lifetime",
@@ -802,6 +816,15 @@ mod tests {
             key_of("[p2p]\nenabled = true\nticket_lifetime = 1\n"),
             "p2p.ticket_lifetime"
         );
+        assert_eq!(
+            key_of("[p2p]\nenabled = true\nreplicas = 2\n"),
+            "p2p.replicas"
+        );
+        assert_eq!(
+            key_of("[p2p]\nenabled = true\ntier = true\nreplicas = 0\n"),
+            "p2p.replicas"
+        );
+        assert!(load("[p2p]\nenabled = true\ntier = true\nreplicas = 3\n", &[]).is_ok());
         // Off: not checked.
         assert!(load("[p2p]\npiece_size = 100\n", &[]).is_ok());
     }

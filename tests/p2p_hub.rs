@@ -5,8 +5,12 @@
 //! the key `/_p2p/info` publishes), its refusals in the spec's error
 //! format, `/metrics`, and a hub with the swarm off. The swarm itself
 //! (agents, docker pulls, bans, tickets refused, private blobs) is
-//! `tests/p2p.rs`.
+//! `tests/p2p.rs`. Last, the swarm storage tier: hub nodes on their own
+//! disks sharing one MariaDB database fetch blobs they lack from each
+//! other and copy each push to `replicas` nodes before acknowledging it.
 
+#[path = "farm/cluster.rs"]
+mod cluster;
 mod common;
 
 use common::Server;
@@ -231,4 +235,92 @@ fn swarm_off_answers_unsupported() {
         "{text}"
     );
     assert!(!text.contains("dockyard_p2p_"), "{text}");
+}
+
+/// Where the local store keeps `digest` under a node's data directory.
+fn blob_file(srv: &Server, digest: &str) -> std::path::PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    srv.data_dir()
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+}
+
+fn holders(nodes: &[&Server], digest: &str) -> Vec<bool> {
+    nodes
+        .iter()
+        .map(|n| blob_file(n, digest).is_file())
+        .collect()
+}
+
+/// The node's swarm address, `/ip4/.../tcp/.../p2p/<id>`.
+fn swarm_addr(c: &Client, srv: &Server) -> String {
+    let info: Value = c.get(srv.url("/_p2p/info")).send().unwrap().json().unwrap();
+    info["peer"]["addrs"][0].as_str().unwrap().to_string()
+}
+
+#[test]
+fn tier_fetches_missing_blobs_and_replicates_pushes() {
+    let c = Client::new();
+    let db = cluster::fresh_database();
+    // The nodes share the metadata and the token key (tickets of one are
+    // good at the others).
+    let keys = tempfile::tempdir().unwrap();
+    let k = keys.path().display();
+    let config = |bootstrap: &str| {
+        format!(
+            "[db]\ndriver = \"mysql\"\nuri = \"{db}\"\n\
+             [auth_server]\nprivateKey = \"{k}/token.key\"\n\
+             [token]\nrootcertbundle = \"{k}/token.crt\"\n\
+             [p2p]\nenabled = true\nlisten = \"/ip4/127.0.0.1/tcp/0\"\npiece_size = {PIECE}\n\
+             tier = true\nreplicas = 2\nbootstrap = \"{bootstrap}\"\n"
+        )
+    };
+    let a = Server::start_config(&config(""));
+    let a_addr = swarm_addr(&c, &a);
+    let b = Server::start_config(&config(&a_addr));
+    let b_addr = swarm_addr(&c, &b);
+    let mut n3 = Server::start_config(&config(&format!("{a_addr},{b_addr}")));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    // A push is acknowledged once two nodes hold it.
+    let x: Vec<u8> = (0..PIECE * 5 + 77).map(|i| (i * 7 % 253) as u8).collect();
+    let dx = push_blob(&c, &a, "tier/app", &x);
+    let held = holders(&[&a, &b, &n3], &dx);
+    assert_eq!(held.iter().filter(|h| **h).count(), 2, "{held:?}");
+    assert!(held[0], "the node pushed to keeps its copy");
+    // The node without it fetches it from a peer when asked.
+    let lacking = if held[1] { &n3 } else { &b };
+    let r = c
+        .get(lacking.url(&format!("/v2/tier/app/blobs/{dx}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().unwrap()[..] == x[..]);
+    assert_eq!(holders(&[&a, &b, &n3], &dx), [true, true, true]);
+
+    // A push to the third node, which then dies: the others still serve
+    // it, whichever of them got the replica.
+    let y: Vec<u8> = (0..PIECE * 3).map(|i| (i * 13 % 241) as u8).collect();
+    let dy = push_blob(&c, &n3, "tier/other", &y);
+    assert_eq!(
+        holders(&[&a, &b, &n3], &dy).iter().filter(|h| **h).count(),
+        2
+    );
+    n3.kill();
+    for node in [&a, &b] {
+        let r = c
+            .get(node.url(&format!("/v2/tier/other/blobs/{dy}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.bytes().unwrap()[..] == y[..]);
+    }
+    assert_eq!(holders(&[&a, &b], &dy), [true, true]);
+    // A blob no node holds is unknown, not an error.
+    let r = c
+        .get(a.url(&format!("/v2/tier/app/blobs/{}", sha256(b"nowhere"))))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }

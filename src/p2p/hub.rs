@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use libp2p::{Multiaddr, PeerId};
 
+use super::tier::SwarmTier;
 use super::{
     Have, Node, NodeConfig, NodeHandle, PieceSource, PieceTable, Stats, Ticket, TicketIssuer,
     TicketVerifier,
@@ -31,7 +32,7 @@ const MEMORY_TABLES: usize = 4096;
 /// The hub's swarm membership.
 pub struct HubSwarm {
     node: Node,
-    issuer: TicketIssuer,
+    issuer: Arc<TicketIssuer>,
     issuer_name: String,
     /// The PEM bundle peers verify tickets with.
     ticket_key: String,
@@ -48,8 +49,10 @@ impl HubSwarm {
         crate::auth::token::ensure_dev_keys(key, bundle).context("auth_server.privateKey")?;
         let issuer_name = config.auth_server.issuer.clone();
         let lifetime = Duration::from_secs(p.ticket_lifetime);
-        let issuer = TicketIssuer::load(key, &issuer_name, lifetime)
-            .context("auth_server.privateKey (p2p tickets)")?;
+        let issuer = Arc::new(
+            TicketIssuer::load(key, &issuer_name, lifetime)
+                .context("auth_server.privateKey (p2p tickets)")?,
+        );
         let ticket_key = std::fs::read_to_string(bundle)
             .with_context(|| format!("token.rootcertbundle: reading {}", bundle.display()))?;
         let verifier = TicketVerifier::from_pem(&ticket_key, &issuer_name)
@@ -61,6 +64,7 @@ impl HubSwarm {
             memory: Mutex::default(),
             making: Mutex::default(),
             node: OnceLock::new(),
+            tier: OnceLock::new(),
         });
         std::fs::create_dir_all(&tables.dir)
             .with_context(|| format!("creating {}", tables.dir.display()))?;
@@ -81,6 +85,19 @@ impl HubSwarm {
             ticket_key,
             tables,
         })
+    }
+
+    /// The swarm storage tier over `inner` (this node's own store, the
+    /// one the node serves pieces from); peers' replicate requests go to it.
+    pub fn tier(&self, replicas: usize) -> Arc<SwarmTier> {
+        let tier = Arc::new(SwarmTier::new(
+            self.tables.store.clone(),
+            self.node.handle(),
+            self.issuer.clone(),
+            replicas,
+        ));
+        let _ = self.tables.tier.set(Arc::downgrade(&tier));
+        tier
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -134,6 +151,8 @@ struct Tables {
     making: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     /// Set once the node runs: to withdraw blobs found deleted.
     node: OnceLock<NodeHandle>,
+    /// The storage tier, if on: it answers replicate requests.
+    tier: OnceLock<Weak<SwarmTier>>,
 }
 
 impl Tables {
@@ -257,6 +276,26 @@ impl PieceSource for Tables {
             buf.extend_from_slice(&chunk.ok()?);
         }
         (buf.len() as u64 == range.end - range.start).then(|| buf.freeze())
+    }
+
+    async fn table(&self, digest: &Digest) -> Option<PieceTable> {
+        match self.store.stat(digest).await {
+            Ok(Some(_)) => self.get_or_make(digest).await.ok().map(|t| (*t).clone()),
+            _ => None,
+        }
+    }
+
+    async fn replicate(&self, digest: &Digest, from: PeerId) -> bool {
+        let Some(tier) = self.tier.get().and_then(Weak::upgrade) else {
+            return false;
+        };
+        match tier.fetch_from(digest, from).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%digest, %from, "p2p tier: replicating: {e}");
+                false
+            }
+        }
     }
 
     async fn have(&self, digest: &Digest) -> Have {

@@ -35,6 +35,7 @@ pub mod piece;
 pub mod protocol;
 pub mod sink;
 pub mod ticket;
+pub mod tier;
 
 #[cfg(test)]
 mod tests;
@@ -66,6 +67,18 @@ pub trait PieceSource: Send + Sync + 'static {
     /// Which pieces of `digest` are held: `Have::All` for a stored blob,
     /// `Have::None` otherwise.
     async fn have(&self, digest: &Digest) -> Have;
+
+    /// The piece table of a held blob (hub nodes answer; others hold
+    /// their tables only for their own downloads).
+    async fn table(&self, _digest: &Digest) -> Option<PieceTable> {
+        None
+    }
+
+    /// Fetches `digest` from `from` and stores it; true once stored (hub
+    /// nodes with the swarm storage tier; others refuse).
+    async fn replicate(&self, _digest: &Digest, _from: libp2p::PeerId) -> bool {
+        false
+    }
 }
 
 /// A source that holds nothing (a node that only downloads).

@@ -33,7 +33,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::piece::MAX_PIECE_SIZE;
+use super::piece::{MAX_PIECE_SIZE, PieceTable};
 use super::protocol::{ErrorCode, Have, PROTOCOL, PieceCodec, Request, Response};
 use super::sink::Partials;
 use super::ticket::{Ticket, TicketVerifier};
@@ -434,7 +434,7 @@ impl NodeHandle {
         match self.request(peer, req).await? {
             Response::Piece(b) => Ok(b),
             Response::Error(code) => Err(FetchError::Refused(code)),
-            Response::Have(_) => Err(FetchError::Protocol),
+            _ => Err(FetchError::Protocol),
         }
     }
 
@@ -452,7 +452,50 @@ impl NodeHandle {
         match self.request(peer, req).await? {
             Response::Have(h) => Ok(h),
             Response::Error(code) => Err(FetchError::Refused(code)),
-            Response::Piece(_) => Err(FetchError::Protocol),
+            _ => Err(FetchError::Protocol),
+        }
+    }
+
+    /// The piece table of `digest` held by `peer` (a hub node), checked to
+    /// be well-formed and about `digest`; its hashes are only as good as
+    /// the peer, so a download against it still ends with the whole-digest
+    /// check.
+    pub async fn fetch_table(
+        &self,
+        peer: PeerId,
+        digest: &Digest,
+        ticket: &Ticket,
+    ) -> Result<PieceTable, FetchError> {
+        let req = Request::Table {
+            digest: digest.clone(),
+            ticket: ticket.clone(),
+        };
+        match self.request(peer, req).await? {
+            Response::Table(b) => match PieceTable::from_bytes(&b) {
+                Ok(t) if t.digest == *digest => Ok(t),
+                _ => Err(FetchError::Protocol),
+            },
+            Response::Error(code) => Err(FetchError::Refused(code)),
+            _ => Err(FetchError::Protocol),
+        }
+    }
+
+    /// Asks `peer` (a hub node) to fetch `digest` from us and store it;
+    /// returns once it has.
+    pub async fn replicate(
+        &self,
+        peer: PeerId,
+        digest: &Digest,
+        ticket: &Ticket,
+    ) -> Result<(), FetchError> {
+        let req = Request::Replicate {
+            digest: digest.clone(),
+            ticket: ticket.clone(),
+        };
+        match self.request(peer, req).await? {
+            Response::Replicated => Ok(()),
+            Response::Error(code) => Err(FetchError::Refused(code)),
+            _ => Err(FetchError::Protocol),
         }
     }
 
@@ -924,6 +967,17 @@ async fn serve(
             match source.piece(&digest, index).await {
                 Some(bytes) => Response::Piece(bytes),
                 None => Response::Error(ErrorCode::NotHave),
+            }
+        }
+        Request::Table { .. } => match source.table(&digest).await {
+            Some(t) => Response::Table(Bytes::from(t.to_bytes())),
+            None => Response::Error(ErrorCode::NotHave),
+        },
+        Request::Replicate { .. } => {
+            if source.replicate(&digest, peer).await {
+                Response::Replicated
+            } else {
+                Response::Error(ErrorCode::NotHave)
             }
         }
     }

@@ -4,7 +4,7 @@
 //! Request (big-endian integers):
 //!
 //! ```text
-//! kind u8 (1 = piece, 2 = have) | digest_len u8 | digest (ASCII)
+//! kind u8 (1 = piece, 2 = have, 3 = table, 4 = replicate) | digest_len u8 | digest (ASCII)
 //!   | index u32 (piece only) | ticket_len u16 | ticket (compact JWT, ASCII)
 //! ```
 //!
@@ -13,12 +13,17 @@
 //! ```text
 //! 0 piece:    len u32 | len bytes          (len <= the largest piece size)
 //! 16 have:    0 none | 1 all | 2 partial, nbits u32, have bitmap, pending bitmap
+//! 17 table:   len u32 | the piece table's binary form (len <= 16 MiB)
+//! 18 replicated: nothing
 //! 1 no-ticket, 2 bad-ticket, 3 not-have, 4 busy, 5 bad-request: nothing
 //! ```
 //!
 //! `have` answers which pieces the peer holds (verified) and which it is
 //! fetching right now, so downloaders can pick the rarest pieces and leave
 //! pieces another peer is already fetching from the origin to that peer.
+//! `table` asks a hub node for a blob's piece table, `replicate` asks a hub
+//! node to fetch a blob from the requester and answers once it is stored
+//! (the swarm storage tier of hub nodes).
 
 use std::io;
 
@@ -46,18 +51,32 @@ pub enum Request {
         digest: Digest,
         ticket: Ticket,
     },
+    Table {
+        digest: Digest,
+        ticket: Ticket,
+    },
+    Replicate {
+        digest: Digest,
+        ticket: Ticket,
+    },
 }
 
 impl Request {
     pub fn digest(&self) -> &Digest {
         match self {
-            Request::Piece { digest, .. } | Request::Have { digest, .. } => digest,
+            Request::Piece { digest, .. }
+            | Request::Have { digest, .. }
+            | Request::Table { digest, .. }
+            | Request::Replicate { digest, .. } => digest,
         }
     }
 
     pub fn ticket(&self) -> &Ticket {
         match self {
-            Request::Piece { ticket, .. } | Request::Have { ticket, .. } => ticket,
+            Request::Piece { ticket, .. }
+            | Request::Have { ticket, .. }
+            | Request::Table { ticket, .. }
+            | Request::Replicate { ticket, .. } => ticket,
         }
     }
 }
@@ -124,11 +143,18 @@ impl ErrorCode {
 pub enum Response {
     Piece(Bytes),
     Have(Have),
+    /// A piece table's binary form.
+    Table(Bytes),
+    Replicated,
     Error(ErrorCode),
 }
 
 const STATUS_PIECE: u8 = 0;
 const STATUS_HAVE: u8 = 16;
+const STATUS_TABLE: u8 = 17;
+const STATUS_REPLICATED: u8 = 18;
+/// Largest piece table on the wire (a 64 GiB blob in 16 KiB pieces).
+const MAX_TABLE: u32 = 16 << 20;
 
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
@@ -180,6 +206,8 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
             ticket,
         } => (1u8, digest, Some(*index), ticket),
         Request::Have { digest, ticket } => (2u8, digest, None, ticket),
+        Request::Table { digest, ticket } => (3u8, digest, None, ticket),
+        Request::Replicate { digest, ticket } => (4u8, digest, None, ticket),
     };
     let d = digest.as_str().as_bytes();
     let t = ticket.as_str().as_bytes();
@@ -197,7 +225,7 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
 
 pub async fn read_request<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Request> {
     let kind = read_u8(io).await?;
-    if kind != 1 && kind != 2 {
+    if !(1..=4).contains(&kind) {
         return Err(bad("unknown request kind"));
     }
     let dlen = read_u8(io).await? as usize;
@@ -217,13 +245,15 @@ pub async fn read_request<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Reques
     let ticket = Ticket::new(
         String::from_utf8(read_vec(io, tlen).await?).map_err(|_| bad("ticket not UTF-8"))?,
     );
-    Ok(match index {
-        Some(index) => Request::Piece {
+    Ok(match (kind, index) {
+        (_, Some(index)) => Request::Piece {
             digest,
             index,
             ticket,
         },
-        None => Request::Have { digest, ticket },
+        (3, None) => Request::Table { digest, ticket },
+        (4, None) => Request::Replicate { digest, ticket },
+        (_, None) => Request::Have { digest, ticket },
     })
 }
 
@@ -250,6 +280,14 @@ pub async fn write_response<T: AsyncWrite + Unpin>(io: &mut T, res: &Response) -
             }
             io.write_all(&out).await?;
         }
+        Response::Table(bytes) => {
+            let mut head = [0u8; 5];
+            head[0] = STATUS_TABLE;
+            head[1..].copy_from_slice(&(bytes.len() as u32).to_be_bytes());
+            io.write_all(&head).await?;
+            io.write_all(bytes).await?;
+        }
+        Response::Replicated => io.write_all(&[STATUS_REPLICATED]).await?,
         Response::Error(code) => io.write_all(&[*code as u8]).await?,
     }
     Ok(())
@@ -270,6 +308,16 @@ pub async fn read_response<T: AsyncRead + Unpin>(
                 read_vec(io, len as usize).await?,
             )))
         }
+        STATUS_TABLE => {
+            let len = read_u32(io).await?;
+            if len > MAX_TABLE {
+                return Err(bad("table too large"));
+            }
+            Ok(Response::Table(Bytes::from(
+                read_vec(io, len as usize).await?,
+            )))
+        }
+        STATUS_REPLICATED => Ok(Response::Replicated),
         STATUS_HAVE => match read_u8(io).await? {
             0 => Ok(Response::Have(Have::None)),
             1 => Ok(Response::Have(Have::All)),
@@ -364,6 +412,14 @@ mod tests {
                 digest: d.clone(),
                 ticket: Ticket::none(),
             },
+            Request::Table {
+                digest: d.clone(),
+                ticket: Ticket::new("t"),
+            },
+            Request::Replicate {
+                digest: d.clone(),
+                ticket: Ticket::new("r"),
+            },
         ] {
             let bytes = encode_request(&req);
             assert_eq!(block_on(read_request(&mut &bytes[..])).unwrap(), req);
@@ -379,6 +435,8 @@ mod tests {
             Response::Have(Have::None),
             Response::Have(Have::All),
             Response::Have(Have::Partial { have, pending }),
+            Response::Table(Bytes::from_static(b"DYPT...")),
+            Response::Replicated,
             Response::Error(ErrorCode::NoTicket),
             Response::Error(ErrorCode::BadTicket),
             Response::Error(ErrorCode::NotHave),
@@ -402,5 +460,6 @@ mod tests {
         assert!(block_on(read_response(&mut &out[..], 99)).is_err());
         assert!(block_on(read_response(&mut &[9u8][..], 99)).is_err());
         assert!(block_on(read_request(&mut &[3u8, 0][..])).is_err());
+        assert!(block_on(read_request(&mut &[5u8, 0][..])).is_err());
     }
 }

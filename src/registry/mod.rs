@@ -49,11 +49,6 @@ impl Registry {
         })
     }
 
-    /// The blob store, for the swarm's piece source.
-    pub fn store(&self) -> &Arc<dyn BlobStore> {
-        &self.store
-    }
-
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -162,21 +162,41 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
 async fn open_registry(config: &Config) -> anyhow::Result<(Arc<dyn MetaStore>, Arc<Registry>)> {
     let store = open_store(config).await?;
     let meta = open_meta(config).await?;
-    let registry = Registry::new(
-        meta.clone(),
+    Ok((meta.clone(), registry_on(config, meta, store)))
+}
+
+fn registry_on(
+    config: &Config,
+    meta: Arc<dyn MetaStore>,
+    store: Arc<dyn BlobStore>,
+) -> Arc<Registry> {
+    Registry::new(
+        meta,
         store,
         Limits {
             max_manifest_size: config.dockyard.max_manifest_size,
             upload_expiry: config.dockyard.upload_expiry,
         },
-    );
-    Ok((meta, registry))
+    )
 }
 
 /// Everything the hub's handlers use, opened and started from `config`:
 /// the registry on its stores, auth, audit, the swarm node.
 pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
-    let (meta, registry) = open_registry(config).await?;
+    let mut store = open_store(config).await?;
+    let meta = open_meta(config).await?;
+    // The node serves pieces from this node's own store; with the storage
+    // tier, the registry reads and writes through the tier over it.
+    let p2p = if config.p2p.enabled {
+        let swarm = crate::p2p::hub::HubSwarm::start(config, store.clone()).await?;
+        if config.p2p.tier {
+            store = swarm.tier(config.p2p.replicas);
+        }
+        Some(Arc::new(swarm))
+    } else {
+        None
+    };
+    let registry = registry_on(config, meta.clone(), store);
     registry.spawn_janitor();
     let audit = Auditor::spawn(meta.clone(), config.audit.retention_days);
     let auth = if config.dockyard.standalone {
@@ -187,12 +207,6 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         None
     } else {
         Some(Arc::new(Auth::new(config, meta, audit.clone()).await?))
-    };
-    let p2p = if config.p2p.enabled {
-        let swarm = crate::p2p::hub::HubSwarm::start(config, registry.store().clone()).await?;
-        Some(Arc::new(swarm))
-    } else {
-        None
     };
     let state = AppState {
         p2p,

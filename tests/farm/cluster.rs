@@ -44,7 +44,7 @@ fn short_id() -> String {
 }
 
 /// A fresh database on the shared MariaDB.
-fn fresh_database() -> String {
+pub fn fresh_database() -> String {
     let url = service("mariadb.sh", &["33306"]);
     let name = format!("dockyard_farm_{}", short_id());
     let (base, _) = url.rsplit_once('/').expect("URL with a database");
