@@ -7,7 +7,8 @@
 //!   committed.
 //! - `ticket`: hub-signed, short-lived capabilities "peer P may fetch blob
 //!   D", checked by every peer before it serves anything.
-//! - `protocol`: the `/dockyard/piece/1` wire format.
+//! - `protocol`: the `/dockyard/piece/1` wire format (pieces, which pieces a
+//!   node has, piece tables, replication requests).
 //! - `node`: one libp2p swarm per process (TCP and QUIC, noise, yamux,
 //!   identify, ping, Kademlia provider records keyed by digest, the piece
 //!   protocol), driven on its own task and used through a cloneable
@@ -18,6 +19,10 @@
 //! - `download`: the `Downloader`: parallel, rarest-first piece fetching
 //!   from providers with per-piece verification, banning of peers that
 //!   serve bad bytes, origin fallback, and a final whole-digest check.
+//! - `hub`: the hub's membership: its node over the blob store, piece
+//!   tables of stored blobs, tickets.
+//! - `tier`: the swarm storage tier of hub nodes on their own disks.
+//! - `metrics`: the Prometheus text of a node's counters.
 //!
 //! Architecture invariant: no byte reaches a `PieceSink` before it matched
 //! its piece hash, and a download succeeds only if the whole blob hashes to
