@@ -3,8 +3,8 @@
 //! themselves, not by the hub's storage.
 //!
 //! - `piece`: piece tables (fixed-size pieces, BLAKE3 per piece), the root
-//!   of trust of a swarm download, computed by the hub when a blob is
-//!   committed.
+//!   of trust of a swarm download, made by the hub once per stored blob
+//!   (at the first request for it).
 //! - `ticket`: hub-signed, short-lived capabilities "peer P may fetch blob
 //!   D", checked by every peer before it serves anything.
 //! - `protocol`: the `/dockyard/piece/1` wire format (pieces, which pieces a
