@@ -81,11 +81,10 @@
 //! # Connection
 //!
 //! One connection (`Rados`) and one I/O context per store, opened once per
-//! process. `Rados` is not `Send`, and the I/O context must not outlive it,
-//! so the connection is leaked on purpose (`&'static Rados` is `Send`
-//! because `Rados` is `Sync`); it lives as long as the process. Its
-//! `disconnect_from_ceph` and the I/O context's `destroy_rados_ioctx` are
-//! never called: their `Drop` would free the handles again. librados calls
+//! process. The store owns both; when its last user is gone the I/O
+//! context is destroyed and then the connection shut down, by their
+//! `Drop`s (`disconnect_from_ceph` and `destroy_rados_ioctx` are never
+//! called: `Drop` would free the handles again). librados calls
 //! block, so every one runs on a blocking thread; librados is thread-safe
 //! and the I/O context is shared. Reads stream pieces of at most 4 MiB, at
 //! most two ahead of the consumer; writes go out in pieces of at most 4 MiB.
@@ -522,7 +521,19 @@ struct Objects {
     expected: Mutex<HashMap<String, String>>,
     /// Piece buffers kept for reuse.
     buffers: Mutex<Vec<Vec<u8>>>,
+    /// Declared after `io`, so the I/O context is destroyed first.
+    _connection: Connection,
 }
+
+/// The cluster connection, shut down when the store's last user is gone.
+struct Connection {
+    _rados: Rados,
+}
+
+// SAFETY: librados handles may be used from any thread; the `ceph` crate's
+// `Rados` is `Sync` but not `Send` only because it wraps a raw pointer, and
+// it is used here only to be dropped (shut down) once, after the I/O context.
+unsafe impl Send for Connection {}
 
 impl Objects {
     fn stat(&self, oid: &str) -> io::Result<Option<(u64, i64)>> {
@@ -1141,8 +1152,6 @@ impl RadosStore {
                 rados_err(e)
             ))
         })?;
-        // Deliberately leaked: see the module documentation.
-        let rados: &'static Rados = Box::leak(Box::new(rados));
         let io = rados.get_rados_ioctx(&cfg.pool).map_err(|e| {
             io::Error::other(format!(
                 "rados.pool: opening pool {}: {}",
@@ -1157,6 +1166,7 @@ impl RadosStore {
             lock_wait: LOCK_WAIT,
             expected: Mutex::new(HashMap::new()),
             buffers: Mutex::new(Vec::new()),
+            _connection: Connection { _rados: rados },
         };
         // Fail now, not at the first request, if the pool is not usable.
         objs.stat(UPLOAD_INDEX)
