@@ -304,7 +304,7 @@ fn rados_config() -> Result<String> {
     let out = Command::new(root.join("packaging/services/ceph.sh"))
         .arg("start")
         .arg(&services)
-        .arg("36789")
+        .arg("26789")
         .output()
         .context("packaging/services/ceph.sh")?;
     if !out.status.success() {

@@ -2241,19 +2241,19 @@ fn conformance_on_backend(db: &str) {
 
 #[test]
 fn backend_mariadb_conformance() {
-    let url = fresh_sql_database(&service("mariadb.sh", &["33306"]));
+    let url = fresh_sql_database(&service("mariadb.sh", &["23306"]));
     conformance_on_backend(&format!("[db]\ndriver = \"mysql\"\nuri = \"{url}\""));
 }
 
 #[test]
 fn backend_postgres_conformance() {
-    let url = fresh_sql_database(&service("postgres.sh", &["35432"]));
+    let url = fresh_sql_database(&service("postgres.sh", &["25432"]));
     conformance_on_backend(&format!("[db]\ndriver = \"postgres\"\nuri = \"{url}\""));
 }
 
 #[test]
 fn backend_redis_conformance() {
-    let url = service("redis.sh", &["36379"]);
+    let url = service("redis.sh", &["26379"]);
     let prefix = format!("conf{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     conformance_on_backend(&format!(
         "[db]\ndriver = \"redis\"\nuri = \"{url}\"\nprefix = \"{prefix}\""

@@ -7,7 +7,7 @@
 #   ceph.sh stop DIR
 #   ceph.sh status DIR             prints that path if running (exit 0), else exit 3
 #
-# The monitor listens (msgr2 only) on 127.0.0.1:MON_PORT (default 36789); the
+# The monitor listens (msgr2 only) on 127.0.0.1:MON_PORT (default 26789); the
 # OSD binds ports MON_PORT+1 .. MON_PORT+40. No authentication (auth none),
 # so any client user name works (e.g. client.admin). The OSD keeps its data
 # in RAM (memstore, CEPH_MEMSTORE_BYTES, default 6 GiB of capacity; memory is
@@ -15,9 +15,9 @@
 # after a stop makes a fresh cluster. Everything lives in DIR/ceph/:
 # daemon.conf (the daemons'), ceph.conf (for clients), mon/, osd/, run/
 # (pid files, admin sockets), log/. See README.md beside this file.
-SVC_EXTRA_USAGE=" (PORT optional, default 36789)"
+SVC_EXTRA_USAGE=" (PORT optional, default 26789)"
 if [ "${1:-}" = start ] && [ $# -eq 2 ]; then
-    set -- "$1" "$2" 36789
+    set -- "$1" "$2" 26789
 fi
 . "$(dirname "$0")/lib.sh"
 svc_setup ceph "$@"

@@ -45,7 +45,7 @@ fn short_id() -> String {
 
 /// A fresh database on the shared MariaDB.
 pub fn fresh_database() -> String {
-    let url = service("mariadb.sh", &["33306"]);
+    let url = service("mariadb.sh", &["23306"]);
     let name = format!("dockyard_farm_{}", short_id());
     let (base, _) = url.rsplit_once('/').expect("URL with a database");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -169,7 +169,7 @@ impl Farm {
     /// `n` nodes (standalone: no accounts) behind nginx.
     pub fn start(n: usize) -> Farm {
         let db = fresh_database();
-        let ceph_conf = service("ceph.sh", &["36789"]);
+        let ceph_conf = service("ceph.sh", &["26789"]);
         let namespace = format!("farm-{}", short_id());
         let config = format!(
             "backend = \"rados\"\ntrustproxy = true\n\
