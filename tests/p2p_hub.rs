@@ -259,12 +259,12 @@ fn swarm_addr(c: &Client, srv: &Server) -> String {
     info["peer"]["addrs"][0].as_str().unwrap().to_string()
 }
 
-#[test]
-fn tier_fetches_missing_blobs_and_replicates_pushes() {
+/// Three hub nodes with the swarm storage tier on one fresh MariaDB
+/// database, sharing the token key (tickets of one are good at the
+/// others), each bootstrapped from the ones before it.
+fn tier_nodes(replicas: usize) -> (Vec<Server>, tempfile::TempDir) {
     let c = Client::new();
     let db = cluster::fresh_database();
-    // The nodes share the metadata and the token key (tickets of one are
-    // good at the others).
     let keys = tempfile::tempdir().unwrap();
     let k = keys.path().display();
     let config = |bootstrap: &str| {
@@ -273,15 +273,24 @@ fn tier_fetches_missing_blobs_and_replicates_pushes() {
              [auth_server]\nprivateKey = \"{k}/token.key\"\n\
              [token]\nrootcertbundle = \"{k}/token.crt\"\n\
              [p2p]\nenabled = true\nlisten = \"/ip4/127.0.0.1/tcp/0\"\npiece_size = {PIECE}\n\
-             tier = true\nreplicas = 2\nbootstrap = \"{bootstrap}\"\n"
+             tier = true\nreplicas = {replicas}\nbootstrap = \"{bootstrap}\"\n"
         )
     };
     let a = Server::start_config(&config(""));
     let a_addr = swarm_addr(&c, &a);
     let b = Server::start_config(&config(&a_addr));
     let b_addr = swarm_addr(&c, &b);
-    let mut n3 = Server::start_config(&config(&format!("{a_addr},{b_addr}")));
+    let n3 = Server::start_config(&config(&format!("{a_addr},{b_addr}")));
     std::thread::sleep(std::time::Duration::from_millis(1500));
+    (vec![a, b, n3], keys)
+}
+
+#[test]
+fn tier_fetches_missing_blobs_and_replicates_pushes() {
+    let c = Client::new();
+    let (mut nodes, _keys) = tier_nodes(2);
+    let mut n3 = nodes.pop().unwrap();
+    let (b, a) = (nodes.pop().unwrap(), nodes.pop().unwrap());
 
     // A push is acknowledged once two nodes hold it.
     let x: Vec<u8> = (0..PIECE * 5 + 77).map(|i| (i * 7 % 253) as u8).collect();
@@ -323,4 +332,27 @@ fn tier_fetches_missing_blobs_and_replicates_pushes() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn tier_copies_to_all_replicas_at_once() {
+    let c = Client::new();
+    let (nodes, _keys) = tier_nodes(3);
+    let all: Vec<&Server> = nodes.iter().collect();
+    // Acknowledged once every node holds it, whichever node took the push.
+    for (i, node) in all.iter().enumerate() {
+        let x: Vec<u8> = (0..PIECE * 9 + i)
+            .map(|j| ((j * 11 + i) % 251) as u8)
+            .collect();
+        let d = push_blob(&c, node, "tier/three", &x);
+        assert_eq!(holders(&all, &d), [true, true, true], "pushed to node {i}");
+        for other in &all {
+            let r = c
+                .get(other.url(&format!("/v2/tier/three/blobs/{d}")))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.bytes().unwrap()[..] == x[..]);
+        }
+    }
 }

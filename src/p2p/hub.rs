@@ -19,8 +19,8 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::tier::SwarmTier;
 use super::{
-    Have, Node, NodeConfig, NodeHandle, PieceSource, PieceTable, Stats, Ticket, TicketIssuer,
-    TicketVerifier,
+    Have, Node, NodeConfig, NodeHandle, PieceSource, PieceTable, Replication, Stats, Ticket,
+    TicketIssuer, TicketVerifier,
 };
 use crate::config::Config;
 use crate::registry::digest::Digest;
@@ -285,16 +285,10 @@ impl PieceSource for Tables {
         }
     }
 
-    async fn replicate(&self, digest: &Digest, from: PeerId) -> bool {
-        let Some(tier) = self.tier.get().and_then(Weak::upgrade) else {
-            return false;
-        };
-        match tier.fetch_from(digest, from).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(%digest, %from, "p2p tier: replicating: {e}");
-                false
-            }
+    async fn replicate(&self, digest: &Digest, from: PeerId) -> Replication {
+        match self.tier.get().and_then(Weak::upgrade) {
+            Some(tier) => tier.replica(digest, from).await,
+            None => Replication::Refused,
         }
     }
 

@@ -79,11 +79,22 @@ pub trait PieceSource: Send + Sync + 'static {
         None
     }
 
-    /// Fetches `digest` from `from` and stores it; true once stored (hub
-    /// nodes with the swarm storage tier; others refuse).
-    async fn replicate(&self, _digest: &Digest, _from: libp2p::PeerId) -> bool {
-        false
+    /// Has `digest` copied from `from` onto this node: starts the copy
+    /// if it does not run yet and says where it stands (hub nodes with the
+    /// swarm storage tier; others refuse).
+    async fn replicate(&self, _digest: &Digest, _from: libp2p::PeerId) -> Replication {
+        Replication::Refused
     }
+}
+
+/// Where the copy of a blob onto a node stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replication {
+    Stored,
+    /// Running; this many bytes are stored so far.
+    Receiving(u64),
+    /// Not taken, or failed.
+    Refused,
 }
 
 /// A source that holds nothing (a node that only downloads).

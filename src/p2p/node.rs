@@ -37,7 +37,7 @@ use super::piece::{MAX_PIECE_SIZE, PieceTable};
 use super::protocol::{ErrorCode, Have, PROTOCOL, PieceCodec, Request, Response};
 use super::sink::Partials;
 use super::ticket::{Ticket, TicketVerifier};
-use super::{PieceSource, Stats};
+use super::{PieceSource, Replication, Stats};
 use crate::registry::digest::Digest;
 
 /// The Kademlia protocol of Dockyard swarms: a DHT of their own, apart
@@ -480,20 +480,22 @@ impl NodeHandle {
         }
     }
 
-    /// Asks `peer` (a hub node) to fetch `digest` from us and store it;
-    /// returns once it has.
+    /// Asks `peer` (a hub node) to fetch `digest` from us and store it:
+    /// starts the copy there if it does not run yet and returns where it
+    /// stands (ask again until `Stored`).
     pub async fn replicate(
         &self,
         peer: PeerId,
         digest: &Digest,
         ticket: &Ticket,
-    ) -> Result<(), FetchError> {
+    ) -> Result<Replication, FetchError> {
         let req = Request::Replicate {
             digest: digest.clone(),
             ticket: ticket.clone(),
         };
         match self.request(peer, req).await? {
-            Response::Replicated => Ok(()),
+            Response::Replicated => Ok(Replication::Stored),
+            Response::Replicating(n) => Ok(Replication::Receiving(n)),
             Response::Error(code) => Err(FetchError::Refused(code)),
             _ => Err(FetchError::Protocol),
         }
@@ -973,13 +975,11 @@ async fn serve(
             Some(t) => Response::Table(Bytes::from(t.to_bytes())),
             None => Response::Error(ErrorCode::NotHave),
         },
-        Request::Replicate { .. } => {
-            if source.replicate(&digest, peer).await {
-                Response::Replicated
-            } else {
-                Response::Error(ErrorCode::NotHave)
-            }
-        }
+        Request::Replicate { .. } => match source.replicate(&digest, peer).await {
+            Replication::Stored => Response::Replicated,
+            Replication::Receiving(n) => Response::Replicating(n),
+            Replication::Refused => Response::Error(ErrorCode::NotHave),
+        },
     }
 }
 

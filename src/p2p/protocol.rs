@@ -15,6 +15,7 @@
 //! 16 have:    0 none | 1 all | 2 partial, nbits u32, have bitmap, pending bitmap
 //! 17 table:   len u32 | the piece table's binary form (len <= 16 MiB)
 //! 18 replicated: nothing
+//! 19 replicating: received u64          (bytes of the blob stored so far)
 //! 1 no-ticket, 2 bad-ticket, 3 not-have, 4 busy, 5 bad-request: nothing
 //! ```
 //!
@@ -22,8 +23,11 @@
 //! fetching right now, so downloaders can pick the rarest pieces and leave
 //! pieces another peer is already fetching from the origin to that peer.
 //! `table` asks a hub node for a blob's piece table, `replicate` asks a hub
-//! node to fetch a blob from the requester and answers once it is stored
-//! (the swarm storage tier of hub nodes).
+//! node to fetch a blob from the requester (the swarm storage tier of hub
+//! nodes): it starts the copy in the background and answers `replicating`
+//! with the bytes stored so far, or `replicated` once it holds the blob. The
+//! requester asks again until then, so a big blob over a slow link is
+//! bounded by its progress, not by one request's timeout.
 
 use std::io;
 
@@ -146,6 +150,8 @@ pub enum Response {
     /// A piece table's binary form.
     Table(Bytes),
     Replicated,
+    /// The copy runs; this many bytes are stored so far.
+    Replicating(u64),
     Error(ErrorCode),
 }
 
@@ -153,6 +159,7 @@ const STATUS_PIECE: u8 = 0;
 const STATUS_HAVE: u8 = 16;
 const STATUS_TABLE: u8 = 17;
 const STATUS_REPLICATED: u8 = 18;
+const STATUS_REPLICATING: u8 = 19;
 /// Largest piece table on the wire (a 64 GiB blob in 16 KiB pieces).
 const MAX_TABLE: u32 = 16 << 20;
 
@@ -288,6 +295,12 @@ pub async fn write_response<T: AsyncWrite + Unpin>(io: &mut T, res: &Response) -
             io.write_all(bytes).await?;
         }
         Response::Replicated => io.write_all(&[STATUS_REPLICATED]).await?,
+        Response::Replicating(received) => {
+            let mut out = [0u8; 9];
+            out[0] = STATUS_REPLICATING;
+            out[1..].copy_from_slice(&received.to_be_bytes());
+            io.write_all(&out).await?;
+        }
         Response::Error(code) => io.write_all(&[*code as u8]).await?,
     }
     Ok(())
@@ -318,6 +331,11 @@ pub async fn read_response<T: AsyncRead + Unpin>(
             )))
         }
         STATUS_REPLICATED => Ok(Response::Replicated),
+        STATUS_REPLICATING => {
+            let mut b = [0u8; 8];
+            io.read_exact(&mut b).await?;
+            Ok(Response::Replicating(u64::from_be_bytes(b)))
+        }
         STATUS_HAVE => match read_u8(io).await? {
             0 => Ok(Response::Have(Have::None)),
             1 => Ok(Response::Have(Have::All)),
@@ -437,6 +455,8 @@ mod tests {
             Response::Have(Have::Partial { have, pending }),
             Response::Table(Bytes::from_static(b"DYPT...")),
             Response::Replicated,
+            Response::Replicating(0),
+            Response::Replicating(5 << 30),
             Response::Error(ErrorCode::NoTicket),
             Response::Error(ErrorCode::BadTicket),
             Response::Error(ErrorCode::NotHave),

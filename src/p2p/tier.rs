@@ -8,16 +8,27 @@
 //! Hub nodes share the token key, so each signs its own tickets. A fetched
 //! blob is checked piece by piece against the table the peer sent and as a
 //! whole against its digest before it is committed to the node's store.
+//!
+//! Replication is asked of `replicas - 1` peers at once; each runs its copy
+//! in the background and is asked again until it holds the blob, so a copy
+//! is bounded by its progress (`STALL` without a new byte), not by the
+//! size of the blob.
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use libp2p::PeerId;
+use libp2p::futures::stream::{self, FuturesUnordered};
+use libp2p::futures::{FutureExt, StreamExt};
 
-use super::{NodeHandle, Ticket, TicketIssuer};
+use super::node::FetchError;
+use super::protocol::ErrorCode;
+use super::{NodeHandle, Replication, Ticket, TicketIssuer};
 use crate::registry::digest::{Digest, Hasher};
 use crate::storage::{
     BlobStore, ByteStream, StoreError, StoreResult, StoredBlob, UploadState, UploadWriter,
@@ -30,6 +41,28 @@ pub struct SwarmTier {
     replicas: usize,
     /// One fetch per digest at a time; the others wait for it.
     fetching: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    /// Copies peers asked of this node, running or failed (a failure is
+    /// kept until the asker hears of it, or for `FAILED_KEPT`).
+    copies: Mutex<HashMap<Digest, Arc<Copy>>>,
+}
+
+/// Pieces requested from a peer at once while fetching a blob.
+const PIPELINE: usize = 4;
+/// A copy onto a peer that stores no new byte for this long has failed.
+const STALL: Duration = Duration::from_secs(30);
+/// How often a peer is asked how its copy goes.
+const POLL: Duration = Duration::from_millis(100);
+/// How long the failure of a copy nobody asks about again is kept.
+const FAILED_KEPT: Duration = Duration::from_secs(60);
+/// Attempts at a piece the peer answers `busy` (serving others).
+const BUSY_ATTEMPTS: u32 = 50;
+
+/// A copy of a blob onto this node that a peer asked for.
+#[derive(Default)]
+struct Copy {
+    received: AtomicU64,
+    /// Set when it failed: why, and when.
+    failed: Mutex<Option<(String, Instant)>>,
 }
 
 fn io_err(message: String) -> StoreError {
@@ -49,6 +82,7 @@ impl SwarmTier {
             issuer,
             replicas,
             fetching: Mutex::default(),
+            copies: Mutex::default(),
         }
     }
 
@@ -72,7 +106,7 @@ impl SwarmTier {
                 return Ok(true);
             }
             for peer in self.node.connected_peers().await {
-                match self.fetch_from(digest, peer).await {
+                match self.fetch_from(digest, peer, None).await {
                     Ok(()) => return Ok(true),
                     Err(e) => tracing::debug!(%peer, %digest, "p2p tier: not from this peer: {e}"),
                 }
@@ -90,7 +124,13 @@ impl SwarmTier {
     /// Fetches `digest` from `peer` into the node's store: the peer's
     /// table, every piece checked against it and appended to an upload
     /// session, the whole checked against the digest, then committed.
-    pub async fn fetch_from(&self, digest: &Digest, peer: PeerId) -> Result<(), String> {
+    /// `progress` counts the bytes appended.
+    pub async fn fetch_from(
+        &self,
+        digest: &Digest,
+        peer: PeerId,
+        progress: Option<&AtomicU64>,
+    ) -> Result<(), String> {
         if matches!(self.inner.stat(digest).await, Ok(Some(_))) {
             return Ok(());
         }
@@ -113,7 +153,9 @@ impl SwarmTier {
             .create_upload(&id, &state)
             .await
             .map_err(|e| e.to_string())?;
-        let r = self.receive(digest, peer, &ticket, &table, &id).await;
+        let r = self
+            .receive(digest, peer, &ticket, &table, &id, progress)
+            .await;
         if r.is_err() {
             let _ = self.inner.delete_upload(&id).await;
         }
@@ -127,15 +169,19 @@ impl SwarmTier {
         ticket: &Ticket,
         table: &super::PieceTable,
         id: &str,
+        progress: Option<&AtomicU64>,
     ) -> Result<(), String> {
         let mut hasher = Hasher::new(digest.algorithm());
         let mut offset = 0u64;
-        for index in 0..table.piece_count() {
-            let bytes = self
-                .node
-                .fetch_piece(peer, digest, index, ticket)
-                .await
-                .map_err(|e| format!("piece {index}: {e}"))?;
+        // A few pieces in flight (a round trip each), appended in order.
+        let mut pieces = stream::iter(0..table.piece_count())
+            .map(|index| {
+                self.fetch_piece(peer, digest, index, ticket)
+                    .map(move |r| (index, r))
+            })
+            .buffered(PIPELINE);
+        while let Some((index, bytes)) = pieces.next().await {
+            let bytes = bytes.map_err(|e| format!("piece {index}: {e}"))?;
             if !table.verify(index, &bytes) {
                 return Err(format!("piece {index} does not match its table"));
             }
@@ -153,6 +199,9 @@ impl SwarmTier {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
             offset += len;
+            if let Some(p) = progress {
+                p.store(offset, Ordering::Relaxed);
+            }
         }
         if hasher.finish() != *digest || offset != table.size {
             return Err("the bytes do not hash to the digest".into());
@@ -163,24 +212,127 @@ impl SwarmTier {
             .map_err(|e| e.to_string())
     }
 
+    /// One piece from `peer`, waiting out its `busy` answers for a while.
+    async fn fetch_piece(
+        &self,
+        peer: PeerId,
+        digest: &Digest,
+        index: u32,
+        ticket: &Ticket,
+    ) -> Result<Bytes, FetchError> {
+        let mut attempts = 0;
+        loop {
+            match self.node.fetch_piece(peer, digest, index, ticket).await {
+                Err(FetchError::Refused(ErrorCode::Busy)) if attempts < BUSY_ATTEMPTS => {
+                    attempts += 1;
+                    tokio::time::sleep(POLL).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A peer asks this node to copy `digest` from it: starts the copy if
+    /// none runs and says where it stands.
+    pub async fn replica(self: &Arc<Self>, digest: &Digest, from: PeerId) -> Replication {
+        let running = self.copies.lock().unwrap().get(digest).cloned();
+        if let Some(copy) = running {
+            let failed = copy.failed.lock().unwrap().take();
+            match failed {
+                None => return Replication::Receiving(copy.received.load(Ordering::Relaxed)),
+                Some((why, _)) => {
+                    self.copies.lock().unwrap().remove(digest);
+                    tracing::warn!(%digest, %from, "p2p tier: replicating: {why}");
+                    return Replication::Refused;
+                }
+            }
+        }
+        match self.inner.stat(digest).await {
+            Ok(Some(_)) => return Replication::Stored,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%digest, "p2p tier: replicating: {e}");
+                return Replication::Refused;
+            }
+        }
+        let copy = {
+            let mut copies = self.copies.lock().unwrap();
+            copies.retain(|_, c| {
+                !matches!(&*c.failed.lock().unwrap(), Some((_, at)) if at.elapsed() > FAILED_KEPT)
+            });
+            if let Some(c) = copies.get(digest) {
+                // Another request started it meanwhile.
+                return Replication::Receiving(c.received.load(Ordering::Relaxed));
+            }
+            let c = Arc::new(Copy::default());
+            copies.insert(digest.clone(), c.clone());
+            c
+        };
+        let (this, digest) = (self.clone(), digest.clone());
+        tokio::spawn(async move {
+            match this.fetch_from(&digest, from, Some(&copy.received)).await {
+                Ok(()) => {
+                    // Stored: `stat` answers from now on.
+                    this.copies.lock().unwrap().remove(&digest);
+                }
+                Err(e) => *copy.failed.lock().unwrap() = Some((e, Instant::now())),
+            }
+        });
+        Replication::Receiving(0)
+    }
+
+    /// Has `peer` copy `digest` from this node; returns once it holds it,
+    /// an error if it refuses, fails, or stores nothing new for `STALL`.
+    async fn copy_to(&self, peer: PeerId, digest: &Digest, ticket: &Ticket) -> Result<(), String> {
+        let mut seen = 0;
+        let mut moved = Instant::now();
+        loop {
+            match self.node.replicate(peer, digest, ticket).await {
+                Ok(Replication::Stored) => return Ok(()),
+                Ok(Replication::Receiving(n)) => {
+                    if n > seen {
+                        (seen, moved) = (n, Instant::now());
+                    } else if moved.elapsed() > STALL {
+                        return Err(format!("no progress for {}s at {n} bytes", STALL.as_secs()));
+                    }
+                }
+                Ok(Replication::Refused) => return Err("refused".into()),
+                Err(e) => return Err(e.to_string()),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Has `digest`, just stored here, copied to `replicas - 1` other
-    /// nodes; an error if fewer took it.
+    /// nodes, that many at once (the next peer when one fails); an error
+    /// if fewer took it.
     async fn replicate(&self, digest: &Digest) -> StoreResult<()> {
         let need = self.replicas.saturating_sub(1);
         if need == 0 {
             return Ok(());
         }
         let ticket = self.ticket(digest);
+        let mut peers = self.node.connected_peers().await.into_iter();
+        let mut running = FuturesUnordered::new();
         let mut done = 0;
-        for peer in self.node.connected_peers().await {
-            match self.node.replicate(peer, digest, &ticket).await {
+        loop {
+            while done + running.len() < need
+                && let Some(peer) = peers.next()
+            {
+                let ticket = &ticket;
+                running.push(async move { (peer, self.copy_to(peer, digest, ticket).await) });
+            }
+            let Some((peer, result)) = running.next().await else {
+                break;
+            };
+            match result {
                 Ok(()) => {
                     done += 1;
                     if done == need {
                         return Ok(());
                     }
                 }
-                Err(e) => tracing::debug!(%peer, %digest, "p2p tier: no copy there: {e}"),
+                Err(e) => tracing::warn!(%peer, %digest, "p2p tier: no copy there: {e}"),
             }
         }
         Err(io_err(format!(
