@@ -15,9 +15,19 @@
 //!
 //! Run: `cargo bench --bench swarm`. `BENCH_SWARM_MIB` (default 512) sets
 //! the layer size, `BENCH_SWARM_NS` (default `4,8`) the swarm sizes.
+//!
+//! On loopback (the default) every host has unlimited bandwidth and all
+//! share this machine's cores, so the CPU bounds every wave. With
+//! `BENCH_SWARM_LINK=RATE` (tc syntax: `1gbit`, `500mbit`; needs root)
+//! each host gets a network namespace and one link shaped to RATE each way
+//! (`swarm/lan.rs`), as machines with one NIC each; the layer is pushed before
+//! the links are shaped, and each client pulls inside its agent's host.
 
 #[path = "../tests/p2p/swarm.rs"]
 mod swarm;
+
+#[path = "swarm/lan.rs"]
+mod lan;
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Barrier};
@@ -136,14 +146,20 @@ fn pull(base: &str, img: &ImageRef) {
     );
 }
 
-/// Every base pulls at once; returns each one's time from the common start.
-fn wave(bases: &[String], img: &Arc<ImageRef>) -> Vec<Duration> {
+/// Every base pulls at once, each from `hosts[i]` if given; returns each
+/// one's time from the common start.
+fn wave(bases: &[String], img: &Arc<ImageRef>, hosts: Option<&[Host]>) -> Vec<Duration> {
     let barrier = Arc::new(Barrier::new(bases.len()));
     let threads: Vec<_> = bases
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(i, b)| {
             let (b, img, barrier) = (b.clone(), img.clone(), barrier.clone());
+            let host = hosts.map(|h| h[i].clone());
             std::thread::spawn(move || {
+                if let Some(h) = &host {
+                    lan::enter(h);
+                }
                 barrier.wait();
                 let t = Instant::now();
                 pull(&b, &img);
@@ -154,11 +170,12 @@ fn wave(bases: &[String], img: &Arc<ImageRef>) -> Vec<Duration> {
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
-fn hub() -> Hub {
+fn hub(lan: Option<&lan::Lan>) -> Hub {
     Hub::start(HubOptions {
         auth: false,
         p2p: true,
         piece_size: None,
+        host: lan.map(|l| l.hosts[0].clone()),
     })
 }
 
@@ -180,39 +197,67 @@ fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .collect();
     let size = mib * MIB;
+    let link = std::env::var("BENCH_SWARM_LINK").ok();
+    let lan = link
+        .as_ref()
+        .map(|_| lan::Lan::new(*ns.iter().max().unwrap_or(&1) as usize + 1));
+    let lan = lan.as_ref();
+    let shape = || {
+        if let (Some(l), Some(rate)) = (lan, &link) {
+            l.shape(rate);
+        }
+    };
+    let unshape = || {
+        if let Some(l) = lan {
+            l.unshape();
+        }
+    };
+    // Agent i's host, if on the LAN.
+    let host = |i: u8| lan.map(|l| &l.hosts[i as usize]);
+    let hosts = |n: u8| lan.map(|l| &l.hosts[1..=n as usize]);
     let tmp = tempfile::Builder::new()
         .prefix("dockyard-bench-swarm-")
         .tempdir()
         .unwrap();
     let (layer, digest) = make_layer(tmp.path(), size);
-    println!("swarm benchmark: one {mib} MiB layer, N = {ns:?}");
+    match &link {
+        Some(rate) => println!(
+            "swarm benchmark: one {mib} MiB layer, N = {ns:?}, every host on its own {rate} link"
+        ),
+        None => println!("swarm benchmark: one {mib} MiB layer, N = {ns:?}, all on loopback"),
+    }
 
     // One agent alone, on a hub of its own.
     let solo = {
-        let hub = hub();
+        let hub = hub(lan);
         let img = Arc::new(push(&hub, &layer, &digest, size));
-        let agent = Agent::start(&hub, 1, "4G");
+        shape();
+        let agent = Agent::start_on(&hub, 1, "4G", host(1));
         std::thread::sleep(Duration::from_millis(500));
-        let t = wave(&[agent.url("")], &img)[0];
+        let t = wave(&[agent.url("")], &img, hosts(1))[0];
         let ratio = hub.storage_bytes_served() / size as f64;
         println!(
             "one agent alone: {:.2} s, hub storage {ratio:.2}× the image, peak RSS {} MiB",
             secs(t),
             agent.peak_rss_kib() / 1024
         );
+        unshape();
         t
     };
 
     let mut rows = Vec::new();
     for &n in &ns {
-        let hub = hub();
+        let hub = hub(lan);
         let img = Arc::new(push(&hub, &layer, &digest, size));
+        shape();
         let before = hub.storage_bytes_served();
-        let agents: Vec<Agent> = (1..=n).map(|i| Agent::start(&hub, i, "4G")).collect();
+        let agents: Vec<Agent> = (1..=n)
+            .map(|i| Agent::start_on(&hub, i, "4G", host(i)))
+            .collect();
         // Let the agents join the swarm (identify, Kademlia bootstrap).
         std::thread::sleep(Duration::from_secs(1));
         let bases: Vec<String> = agents.iter().map(|a| a.url("")).collect();
-        let times = wave(&bases, &img);
+        let times = wave(&bases, &img, hosts(n));
         let last = times.iter().max().copied().unwrap();
         let hub_ratio = (hub.storage_bytes_served() - before) / size as f64;
         let rss: Vec<u64> = agents.iter().map(|a| a.peak_rss_kib() / 1024).collect();
@@ -229,32 +274,41 @@ fn main() {
         // The same wave straight from the hub, no swarm.
         let before = hub.storage_bytes_served();
         let direct: Vec<String> = (0..n).map(|_| hub.base.clone()).collect();
-        let direct_times = wave(&direct, &img);
+        let direct_times = wave(&direct, &img, hosts(n));
         let direct_last = direct_times.iter().max().copied().unwrap();
         let direct_ratio = (hub.storage_bytes_served() - before) / size as f64;
+        unshape();
 
         println!(
             "N = {n}: hub storage {hub_ratio:.3}× the image (target ≤ 1.1; without the swarm {direct_ratio:.2}×), \
-             last agent done in {:.2} s = {:.2}× one agent alone (target ≤ 1.5×; without the swarm {:.2} s), \
+             last agent done in {:.2} s = {:.2}× one agent alone (target ≤ 1.5×; without the swarm {:.2} s = {:.2}×), \
              agents got {:.0} MiB from peers and {:.0} MiB from the hub's HTTP origin, peak RSS MiB {rss:?}",
             secs(last),
             secs(last) / secs(solo),
             secs(direct_last),
+            secs(direct_last) / secs(solo),
             from_peers / MIB as f64,
             from_origin / MIB as f64,
         );
-        rows.push((n, hub_ratio, direct_ratio, secs(last) / secs(solo), rss));
+        rows.push((
+            n,
+            hub_ratio,
+            direct_ratio,
+            secs(last) / secs(solo),
+            secs(direct_last) / secs(solo),
+            rss,
+        ));
     }
 
     println!();
     println!(
-        "| N | hub storage / image | without swarm | last agent / one alone | peak RSS per agent (MiB) |"
+        "| N | hub storage / image | without swarm | last agent / one alone | without swarm | peak RSS per agent (MiB) |"
     );
-    println!("|---|---|---|---|---|");
-    for (n, hub_ratio, direct_ratio, time_ratio, rss) in &rows {
+    println!("|---|---|---|---|---|---|");
+    for (n, hub_ratio, direct_ratio, time_ratio, direct_time, rss) in &rows {
         let ok = |b: bool| if b { "ok" } else { "MISSED" };
         println!(
-            "| {n} | {hub_ratio:.3} ({}) | {direct_ratio:.2} | {time_ratio:.2}× ({}) | {} |",
+            "| {n} | {hub_ratio:.3} ({}) | {direct_ratio:.2} | {time_ratio:.2}× ({}) | {direct_time:.2}× | {} |",
             ok(*hub_ratio <= 1.1),
             ok(*time_ratio <= 1.5),
             rss.iter()

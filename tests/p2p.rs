@@ -41,6 +41,7 @@ fn hub() -> Hub {
         auth: true,
         p2p: true,
         piece_size: Some(PIECE),
+        host: None,
     })
 }
 

@@ -89,6 +89,28 @@ pub struct HubOptions {
     pub p2p: bool,
     /// Piece size of the hub's piece tables (None: the hub's default).
     pub piece_size: Option<u32>,
+    /// A network namespace of its own (None: 127.0.0.1 here).
+    pub host: Option<Host>,
+}
+
+/// A host of its own for a hub or an agent: a network namespace `ns`
+/// (under /run/netns) where the process listens on `ip`.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub ns: String,
+    pub ip: String,
+}
+
+/// `program` as a command, run in `host`'s network namespace if any.
+fn command_on(host: Option<&Host>, program: &str) -> Command {
+    match host {
+        Some(h) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &h.ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 pub struct Hub {
@@ -121,16 +143,22 @@ impl Hub {
                  [token]\nrootcertbundle = \"{d}/cert/token.crt\"\n"
             ));
         }
+        let (listen_ip, p2p_ip) = match &opts.host {
+            Some(h) => (h.ip.as_str(), h.ip.as_str()),
+            None => ("127.0.0.1", "127.0.0.2"),
+        };
         if opts.p2p {
-            toml.push_str("[p2p]\nenabled = true\nlisten = \"/ip4/127.0.0.2/tcp/0\"\n");
+            toml.push_str(&format!(
+                "[p2p]\nenabled = true\nlisten = \"/ip4/{p2p_ip}/tcp/0\"\n"
+            ));
             if let Some(p) = opts.piece_size {
                 toml.push_str(&format!("piece_size = {p}\n"));
             }
         }
         let config = dir.path().join("runtime.toml");
         std::fs::write(&config, toml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockyard"));
-        cmd.args(["web", "--address", "127.0.0.1", "--port", "0", "--config"])
+        let mut cmd = command_on(opts.host.as_ref(), env!("CARGO_BIN_EXE_dockyard"));
+        cmd.args(["web", "--address", listen_ip, "--port", "0", "--config"])
             .arg(&config);
         let (child, addr) = spawn_listening(cmd, "hub", &dir.path().join("hub.log"));
         Hub {
@@ -224,12 +252,20 @@ pub struct Agent {
 impl Agent {
     /// Agent number `index` (1..) of the swarm of `hub`, on 127.0.0.(10+index).
     pub fn start(hub: &Hub, index: u8, cache_size: &str) -> Agent {
+        Agent::start_on(hub, index, cache_size, None)
+    }
+
+    /// The same on `host` if given.
+    pub fn start_on(hub: &Hub, index: u8, cache_size: &str, host: Option<&Host>) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("dockyard-swarm-agent-")
             .tempdir()
             .unwrap();
-        let ip = format!("127.0.0.{}", 10 + index);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockyard"));
+        let ip = match host {
+            Some(h) => h.ip.clone(),
+            None => format!("127.0.0.{}", 10 + index),
+        };
+        let mut cmd = command_on(host, env!("CARGO_BIN_EXE_dockyard"));
         cmd.arg("agent")
             .args(["--hub", &hub.base])
             .args(["--listen", &format!("{ip}:0")])
