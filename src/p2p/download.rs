@@ -3,8 +3,8 @@
 //! Peers come from the DHT (re-queried while the download runs), from
 //! hints, and from requesters of the same blob (a peer that asks us with a
 //! valid ticket is downloading it too). Each peer is asked which pieces it
-//! has and which it is fetching; pieces are fetched rarest first (random
-//! among equals), at most `concurrency` in flight and `per_peer` per peer.
+//! has and which it is fetching; pieces are fetched rarest first (lowest
+//! index among equals), at most `concurrency` in flight and `per_peer` per peer.
 //! A piece whose bytes do not match the table gets its peer banned and is
 //! fetched elsewhere.
 //!
@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -216,8 +217,8 @@ enum Source {
 }
 
 enum Outcome {
-    /// Verified and stored: its length.
-    Stored(usize),
+    /// Verified and stored: its bytes.
+    Stored(Bytes),
     /// Bytes that do not match the table.
     Bad,
     Failed(FetchError),
@@ -388,9 +389,14 @@ impl Run {
         let start = Instant::now();
         let n = self.table.piece_count();
         let (hash_tx, hash_rx) = mpsc::unbounded_channel();
+        let hashed = Arc::new(AtomicU32::new(0));
+        let hash_tx = HashFeed {
+            tx: hash_tx,
+            hashed: hashed.clone(),
+        };
         let hashing = tokio::task::spawn_blocking({
             let (table, sink) = (self.table.clone(), self.sink.clone());
-            move || hash_in_order(&table, sink.as_ref(), hash_rx)
+            move || hash_in_order(&table, sink.as_ref(), hash_rx, &hashed)
         });
 
         let mut fetches: FuturesUnordered<FetchFuture> = FuturesUnordered::new();
@@ -578,7 +584,7 @@ impl Run {
         index: u32,
         source: Source,
         outcome: Outcome,
-        hash_tx: &mpsc::UnboundedSender<u32>,
+        hash_tx: &HashFeed,
     ) -> Result<(), DownloadError> {
         let now = Instant::now();
         let i = index as usize;
@@ -592,12 +598,13 @@ impl Run {
             Source::Origin => self.origin_inflight -= 1,
         }
         match outcome {
-            Outcome::Stored(len) => {
+            Outcome::Stored(bytes) => {
+                let len = bytes.len();
                 self.state[i] = PieceState::Done;
                 self.done += 1;
                 self.last_progress = now;
                 self.partial.set_have(index);
-                let _ = hash_tx.send(index);
+                hash_tx.send(index, bytes);
                 match source {
                     Source::Peer(p) => {
                         self.report.bytes_from_peers += len as u64;
@@ -710,8 +717,10 @@ impl Run {
         }
     }
 
-    /// The rarest missing piece some ready peer has (random among equals),
-    /// and the least loaded ready peer that has it.
+    /// The rarest missing piece some ready peer has (the lowest index among
+    /// equals, so the blob fills roughly in order: clients streaming it and
+    /// the whole-digest hash move along during the download), and the
+    /// least loaded ready peer that has it.
     fn pick_from_peers(&mut self, avail: &[u32], now: Instant) -> Option<(u32, PeerId)> {
         let per_peer = self.config.per_peer;
         let ready: Vec<(PeerId, &PeerInfo)> = self
@@ -724,7 +733,6 @@ impl Run {
             return None;
         }
         let mut best: Option<(u32, u32)> = None;
-        let mut ties = 0u64;
         for (i, &a) in avail.iter().enumerate() {
             if self.state[i] != PieceState::Missing || a == 0 {
                 continue;
@@ -732,18 +740,8 @@ impl Run {
             if !ready.iter().any(|(_, p)| p.has(i as u32)) {
                 continue;
             }
-            match best {
-                Some((ba, _)) if a > ba => {}
-                Some((ba, _)) if a == ba => {
-                    ties += 1;
-                    if self.rng.below(ties) == 0 {
-                        best = Some((a, i as u32));
-                    }
-                }
-                _ => {
-                    best = Some((a, i as u32));
-                    ties = 1;
-                }
+            if best.is_none_or(|(ba, _)| a < ba) {
+                best = Some((a, i as u32));
             }
         }
         let (_, index) = best?;
@@ -785,7 +783,6 @@ impl Run {
             .map(|p| p.key)
             .collect();
         let mut chosen = None;
-        let mut seen = 0u64;
         for (i, &a) in avail.iter().enumerate() {
             if self.state[i] != PieceState::Missing {
                 continue;
@@ -797,10 +794,9 @@ impl Run {
                     others.iter().all(|k| score(*k, i as u32) < mine)
                 });
             if eligible {
-                seen += 1;
-                if self.rng.below(seen) == 0 {
-                    chosen = Some(i as u32);
-                }
+                // The lowest first, like pieces from peers.
+                chosen = Some(i as u32);
+                break;
             }
         }
         if chosen.is_some() && stalled {
@@ -883,7 +879,7 @@ async fn verify_and_store(
             return Outcome::Bad;
         }
         match sink.put(table.piece_range(index).start, &bytes) {
-            Ok(()) => Outcome::Stored(bytes.len()),
+            Ok(()) => Outcome::Stored(bytes),
             Err(e) => Outcome::Sink(e),
         }
     })
@@ -891,24 +887,61 @@ async fn verify_and_store(
     r.unwrap_or_else(|e| Outcome::Sink(io::Error::other(e)))
 }
 
-/// Hashes the blob in piece order as pieces are reported stored, reading
-/// each back from the sink (one piece in memory). Blocking.
+/// Pieces kept in memory for the whole-digest hash when they arrive at
+/// most this far ahead of it (others are read back from the sink).
+const HASH_WINDOW: u32 = 4;
+
+/// Feeds stored pieces to `hash_in_order`: with their bytes when they are
+/// within `HASH_WINDOW` of the hash (pieces are picked lowest index first
+/// among equals, so most are), which bounds the bytes queued to
+/// `HASH_WINDOW` pieces.
+struct HashFeed {
+    tx: mpsc::UnboundedSender<(u32, Option<Bytes>)>,
+    /// Pieces hashed so far.
+    hashed: Arc<AtomicU32>,
+}
+
+impl HashFeed {
+    fn send(&self, index: u32, bytes: Bytes) {
+        let near = index
+            < self
+                .hashed
+                .load(Ordering::Acquire)
+                .saturating_add(HASH_WINDOW);
+        let _ = self.tx.send((index, near.then_some(bytes)));
+    }
+}
+
+/// Hashes the blob in piece order as pieces are reported stored, from the
+/// bytes sent along or else read back from the sink (one piece at a time).
+/// Blocking.
 fn hash_in_order(
     table: &PieceTable,
     sink: &dyn PieceSink,
-    mut rx: mpsc::UnboundedReceiver<u32>,
+    mut rx: mpsc::UnboundedReceiver<(u32, Option<Bytes>)>,
+    hashed: &AtomicU32,
 ) -> io::Result<Digest> {
     let n = table.piece_count();
     let mut hasher = Hasher::new(table.digest.algorithm());
     let mut ready = Bitfield::new(n);
+    let mut held: HashMap<u32, Bytes> = HashMap::new();
     let mut cursor = 0u32;
-    while let Some(i) = rx.blocking_recv() {
+    while let Some((i, bytes)) = rx.blocking_recv() {
         ready.set(i, true);
+        if let Some(b) = bytes {
+            held.insert(i, b);
+        }
         while cursor < n && ready.get(cursor) {
-            let r = table.piece_range(cursor);
-            let bytes = sink.read(r.start, (r.end - r.start) as usize)?;
+            let bytes = match held.remove(&cursor) {
+                Some(b) => b,
+                None => {
+                    let r = table.piece_range(cursor);
+                    sink.read(r.start, (r.end - r.start) as usize)?
+                }
+            };
             hasher.update(&bytes);
             cursor += 1;
+            hashed.store(cursor, Ordering::Release);
         }
     }
     if cursor != n {
