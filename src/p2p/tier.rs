@@ -41,8 +41,8 @@ pub struct SwarmTier {
     replicas: usize,
     /// One fetch per digest at a time; the others wait for it.
     fetching: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
-    /// Copies peers asked of this node, running or failed (a failure is
-    /// kept until the asker hears of it, or for `FAILED_KEPT`).
+    /// Copies peers asked of this node, running or finished (an outcome
+    /// is kept until the asker hears of it, or for `OUTCOME_KEPT`).
     copies: Mutex<HashMap<Digest, Arc<Copy>>>,
 }
 
@@ -52,17 +52,26 @@ const PIPELINE: usize = 4;
 const STALL: Duration = Duration::from_secs(30);
 /// How often a peer is asked how its copy goes.
 const POLL: Duration = Duration::from_millis(100);
-/// How long the failure of a copy nobody asks about again is kept.
-const FAILED_KEPT: Duration = Duration::from_secs(60);
+/// How long a replicate request waits for the copy before answering how
+/// far it got (a small blob is stored within one request).
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// How long the outcome of a copy nobody asks about again is kept.
+const OUTCOME_KEPT: Duration = Duration::from_secs(60);
 /// Attempts at a piece the peer answers `busy` (serving others).
 const BUSY_ATTEMPTS: u32 = 50;
 
 /// A copy of a blob onto this node that a peer asked for.
-#[derive(Default)]
 struct Copy {
     received: AtomicU64,
-    /// Set when it failed: why, and when.
-    failed: Mutex<Option<(String, Instant)>>,
+    /// Set when it ended: `None` stored, or why it failed; and when.
+    outcome: Mutex<Option<(Option<String>, Instant)>>,
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+impl Copy {
+    fn stale(&self) -> bool {
+        matches!(&*self.outcome.lock().unwrap(), Some((_, at)) if at.elapsed() > OUTCOME_KEPT)
+    }
 }
 
 fn io_err(message: String) -> StoreError {
@@ -233,52 +242,70 @@ impl SwarmTier {
     }
 
     /// A peer asks this node to copy `digest` from it: starts the copy if
-    /// none runs and says where it stands.
+    /// none runs, waits for it up to `ANSWER_WITHIN`, and says where it
+    /// stands.
     pub async fn replica(self: &Arc<Self>, digest: &Digest, from: PeerId) -> Replication {
-        let running = self.copies.lock().unwrap().get(digest).cloned();
-        if let Some(copy) = running {
-            let failed = copy.failed.lock().unwrap().take();
-            match failed {
-                None => return Replication::Receiving(copy.received.load(Ordering::Relaxed)),
-                Some((why, _)) => {
-                    self.copies.lock().unwrap().remove(digest);
-                    tracing::warn!(%digest, %from, "p2p tier: replicating: {why}");
-                    return Replication::Refused;
+        let existing = self.copies.lock().unwrap().get(digest).cloned();
+        let copy = match existing {
+            Some(c) if !c.stale() => c,
+            _ => {
+                match self.inner.stat(digest).await {
+                    Ok(Some(_)) => return Replication::Stored,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(%digest, "p2p tier: replicating: {e}");
+                        return Replication::Refused;
+                    }
                 }
+                self.start_copy(digest, from)
+            }
+        };
+        let mut ended = copy.ended.subscribe();
+        let _ = tokio::time::timeout(ANSWER_WITHIN, ended.wait_for(|e| *e)).await;
+        let outcome = copy.outcome.lock().unwrap().clone();
+        let Some((failure, _)) = outcome else {
+            return Replication::Receiving(copy.received.load(Ordering::Relaxed));
+        };
+        // Heard of: forget it (a later request sees the store, or retries).
+        {
+            let mut copies = self.copies.lock().unwrap();
+            if copies.get(digest).is_some_and(|c| Arc::ptr_eq(c, &copy)) {
+                copies.remove(digest);
             }
         }
-        match self.inner.stat(digest).await {
-            Ok(Some(_)) => return Replication::Stored,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(%digest, "p2p tier: replicating: {e}");
-                return Replication::Refused;
+        match failure {
+            None => Replication::Stored,
+            Some(why) => {
+                tracing::warn!(%digest, %from, "p2p tier: replicating: {why}");
+                Replication::Refused
             }
         }
+    }
+
+    /// The copy of `digest` from `from`, started now unless another
+    /// request started one meanwhile.
+    fn start_copy(self: &Arc<Self>, digest: &Digest, from: PeerId) -> Arc<Copy> {
         let copy = {
             let mut copies = self.copies.lock().unwrap();
-            copies.retain(|_, c| {
-                !matches!(&*c.failed.lock().unwrap(), Some((_, at)) if at.elapsed() > FAILED_KEPT)
-            });
+            copies.retain(|_, c| !c.stale());
             if let Some(c) = copies.get(digest) {
-                // Another request started it meanwhile.
-                return Replication::Receiving(c.received.load(Ordering::Relaxed));
+                return c.clone();
             }
-            let c = Arc::new(Copy::default());
+            let c = Arc::new(Copy {
+                received: AtomicU64::new(0),
+                outcome: Mutex::new(None),
+                ended: tokio::sync::watch::Sender::new(false),
+            });
             copies.insert(digest.clone(), c.clone());
             c
         };
-        let (this, digest) = (self.clone(), digest.clone());
+        let (this, digest, c) = (self.clone(), digest.clone(), copy.clone());
         tokio::spawn(async move {
-            match this.fetch_from(&digest, from, Some(&copy.received)).await {
-                Ok(()) => {
-                    // Stored: `stat` answers from now on.
-                    this.copies.lock().unwrap().remove(&digest);
-                }
-                Err(e) => *copy.failed.lock().unwrap() = Some((e, Instant::now())),
-            }
+            let r = this.fetch_from(&digest, from, Some(&c.received)).await;
+            *c.outcome.lock().unwrap() = Some((r.err(), Instant::now()));
+            c.ended.send_replace(true);
         });
-        Replication::Receiving(0)
+        copy
     }
 
     /// Has `peer` copy `digest` from this node; returns once it holds it,
