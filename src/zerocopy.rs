@@ -58,6 +58,17 @@ impl Drop for Mapped {
 /// the page below it) and returns them as `Bytes`. `len` must be non-zero and
 /// the range must lie within the file.
 pub fn map_file(file: &Arc<File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    map(file, offset, len, false)
+}
+
+/// The same, with the pages read in and mapped at once (one call instead
+/// of a page fault per few pages), for bytes that will be read in user
+/// space rather than sent with `sendfile`.
+pub fn map_file_populated(file: &Arc<File>, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    map(file, offset, len, true)
+}
+
+fn map(file: &Arc<File>, offset: u64, len: usize, populate: bool) -> std::io::Result<Bytes> {
     debug_assert!(len > 0);
     let page = page_size() as u64;
     let aligned = offset - offset % page;
@@ -65,10 +76,12 @@ pub fn map_file(file: &Arc<File>, offset: u64, len: usize) -> std::io::Result<By
     // SAFETY: blob files are immutable once visible (see the module comment),
     // so the mapped bytes cannot change or shrink underneath the mapping.
     let map = unsafe {
-        MmapOptions::new()
-            .offset(aligned)
-            .len(lead + len)
-            .map(file.as_ref())?
+        let mut options = MmapOptions::new();
+        options.offset(aligned).len(lead + len);
+        if populate {
+            options.populate();
+        }
+        options.map(file.as_ref())?
     };
     let start = map.as_ptr() as usize;
     {

@@ -126,7 +126,7 @@ impl PieceSink for FileSink {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        crate::zerocopy::map_file(&self.file, offset, len)
+        crate::zerocopy::map_file_populated(&self.file, offset, len)
     }
 }
 
