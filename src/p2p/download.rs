@@ -21,8 +21,9 @@
 //! simultaneous downloaders find each other and see which pieces each is
 //! fetching before any arrives), and every verified piece is served to
 //! others at once (the node reads it back from the sink). The whole blob is
-//! hashed in order as pieces arrive (read back from the sink, one piece in
-//! memory) and must match the digest.
+//! hashed in order as pieces arrive (from memory for pieces that arrive
+//! just ahead of the hash, at most `HASH_WINDOW` of them, else read back
+//! from the sink) and must match the digest.
 
 use std::collections::HashMap;
 use std::io;
