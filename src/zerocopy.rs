@@ -11,10 +11,12 @@
 //! reading the body in process) just reads the mapping, so the `Bytes` stay
 //! correct everywhere.
 //!
-//! Mapping a file is safe here because committed blob files are immutable:
-//! they are created complete under a temporary name and renamed into place,
-//! never truncated or rewritten; deleting one unlinks it, which keeps an
-//! existing mapping valid.
+//! Mapping a file is safe here because only bytes that never change again
+//! are mapped: committed blob files are created complete under a temporary
+//! name and renamed into place, never truncated or rewritten, and the file
+//! of a swarm download (`p2p::FileSink`) is mapped only over pieces already
+//! verified and stored, each written once, in a file of its final length;
+//! deleting a file unlinks it, which keeps an existing mapping valid.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -73,8 +75,8 @@ fn map(file: &Arc<File>, offset: u64, len: usize, populate: bool) -> std::io::Re
     let page = page_size() as u64;
     let aligned = offset - offset % page;
     let lead = (offset - aligned) as usize;
-    // SAFETY: blob files are immutable once visible (see the module comment),
-    // so the mapped bytes cannot change or shrink underneath the mapping.
+    // SAFETY: callers map only bytes that never change again (see the module
+    // comment), so they cannot change or shrink underneath the mapping.
     let map = unsafe {
         let mut options = MmapOptions::new();
         options.offset(aligned).len(lead + len);

@@ -246,6 +246,16 @@ fn blob_file(srv: &Server, digest: &str) -> std::path::PathBuf {
         .join(hex)
 }
 
+/// `node` answers GET of the blob `digest` of `repo` with `data`.
+fn assert_serves(c: &Client, node: &Server, repo: &str, digest: &str, data: &[u8]) {
+    let r = c
+        .get(node.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().unwrap()[..] == data[..]);
+}
+
 fn holders(nodes: &[&Server], digest: &str) -> Vec<bool> {
     nodes
         .iter()
@@ -300,12 +310,7 @@ fn tier_fetches_missing_blobs_and_replicates_pushes() {
     assert!(held[0], "the node pushed to keeps its copy");
     // The node without it fetches it from a peer when asked.
     let lacking = if held[1] { &n3 } else { &b };
-    let r = c
-        .get(lacking.url(&format!("/v2/tier/app/blobs/{dx}")))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.bytes().unwrap()[..] == x[..]);
+    assert_serves(&c, lacking, "tier/app", &dx, &x);
     assert_eq!(holders(&[&a, &b, &n3], &dx), [true, true, true]);
 
     // A push to the third node, which then dies: the others still serve
@@ -318,12 +323,7 @@ fn tier_fetches_missing_blobs_and_replicates_pushes() {
     );
     n3.kill();
     for node in [&a, &b] {
-        let r = c
-            .get(node.url(&format!("/v2/tier/other/blobs/{dy}")))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(r.bytes().unwrap()[..] == y[..]);
+        assert_serves(&c, node, "tier/other", &dy, &y);
     }
     assert_eq!(holders(&[&a, &b], &dy), [true, true]);
     // A blob no node holds is unknown, not an error.
@@ -334,8 +334,10 @@ fn tier_fetches_missing_blobs_and_replicates_pushes() {
     assert_eq!(r.status(), 404);
 }
 
+/// `replicas = 3` on three nodes: every push is held by all of them when
+/// acknowledged (the copies to the two others run side by side).
 #[test]
-fn tier_copies_to_all_replicas_at_once() {
+fn tier_holds_each_push_on_three_replicas() {
     let c = Client::new();
     let (nodes, _keys) = tier_nodes(3);
     let all: Vec<&Server> = nodes.iter().collect();
@@ -347,12 +349,7 @@ fn tier_copies_to_all_replicas_at_once() {
         let d = push_blob(&c, node, "tier/three", &x);
         assert_eq!(holders(&all, &d), [true, true, true], "pushed to node {i}");
         for other in &all {
-            let r = c
-                .get(other.url(&format!("/v2/tier/three/blobs/{d}")))
-                .send()
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            assert!(r.bytes().unwrap()[..] == x[..]);
+            assert_serves(&c, other, "tier/three", &d, &x);
         }
     }
 }

@@ -894,8 +894,8 @@ const HASH_WINDOW: u32 = 4;
 
 /// Feeds stored pieces to `hash_in_order`: with their bytes when they are
 /// within `HASH_WINDOW` of the hash (pieces are picked lowest index first
-/// among equals, so most are), which bounds the bytes queued to
-/// `HASH_WINDOW` pieces.
+/// among equals, so a download that fills in order sends most of them
+/// along), which bounds the bytes queued to `HASH_WINDOW` pieces.
 struct HashFeed {
     tx: mpsc::UnboundedSender<(u32, Option<Bytes>)>,
     /// Pieces hashed so far.

@@ -56,6 +56,7 @@ thread_local! {
 }
 
 impl FileSink {
+    /// Creates (or truncates) `path` with length `size`.
     pub fn create(path: &Path, size: u64) -> io::Result<FileSink> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -76,6 +77,7 @@ impl FileSink {
         Ok(FileSink { file, size, direct })
     }
 
+    /// Flushes the data to disk (before the caller commits the file).
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -130,6 +132,7 @@ impl PieceSink for FileSink {
     }
 }
 
+/// A blob assembled in memory (small blobs, tests).
 #[cfg_attr(not(test), allow(dead_code))] // the tests use it
 pub struct MemorySink {
     data: Mutex<Vec<u8>>,

@@ -43,7 +43,7 @@ pub struct SwarmTier {
     fetching: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     /// Copies peers asked of this node, running or finished (an outcome
     /// is kept until the asker hears of it, or for `OUTCOME_KEPT`).
-    copies: Mutex<HashMap<Digest, Arc<Copy>>>,
+    copies: Mutex<HashMap<Digest, Arc<Incoming>>>,
 }
 
 /// Pieces requested from a peer at once while fetching a blob.
@@ -57,18 +57,20 @@ const POLL: Duration = Duration::from_millis(100);
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 /// How long the outcome of a copy nobody asks about again is kept.
 const OUTCOME_KEPT: Duration = Duration::from_secs(60);
-/// Attempts at a piece the peer answers `busy` (serving others).
+/// Attempts at a piece the peer answers `busy` (serving others), and the
+/// wait between them.
 const BUSY_ATTEMPTS: u32 = 50;
+const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A copy of a blob onto this node that a peer asked for.
-struct Copy {
+struct Incoming {
     received: AtomicU64,
     /// Set when it ended: `None` stored, or why it failed; and when.
     outcome: Mutex<Option<(Option<String>, Instant)>>,
     ended: tokio::sync::watch::Sender<bool>,
 }
 
-impl Copy {
+impl Incoming {
     fn stale(&self) -> bool {
         matches!(&*self.outcome.lock().unwrap(), Some((_, at)) if at.elapsed() > OUTCOME_KEPT)
     }
@@ -234,7 +236,7 @@ impl SwarmTier {
             match self.node.fetch_piece(peer, digest, index, ticket).await {
                 Err(FetchError::Refused(ErrorCode::Busy)) if attempts < BUSY_ATTEMPTS => {
                     attempts += 1;
-                    tokio::time::sleep(POLL).await;
+                    tokio::time::sleep(BUSY_BACKOFF).await;
                 }
                 other => return other,
             }
@@ -284,14 +286,14 @@ impl SwarmTier {
 
     /// The copy of `digest` from `from`, started now unless another
     /// request started one meanwhile.
-    fn start_copy(self: &Arc<Self>, digest: &Digest, from: PeerId) -> Arc<Copy> {
+    fn start_copy(self: &Arc<Self>, digest: &Digest, from: PeerId) -> Arc<Incoming> {
         let copy = {
             let mut copies = self.copies.lock().unwrap();
             copies.retain(|_, c| !c.stale());
             if let Some(c) = copies.get(digest) {
                 return c.clone();
             }
-            let c = Arc::new(Copy {
+            let c = Arc::new(Incoming {
                 received: AtomicU64::new(0),
                 outcome: Mutex::new(None),
                 ended: tokio::sync::watch::Sender::new(false),
