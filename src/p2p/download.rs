@@ -3,8 +3,8 @@
 //! Peers come from the DHT (re-queried while the download runs), from
 //! hints, and from requesters of the same blob (a peer that asks us with a
 //! valid ticket is downloading it too). Each peer is asked which pieces it
-//! has and which it is fetching; pieces are fetched rarest first (lowest
-//! index among equals), at most `concurrency` in flight and `per_peer` per peer.
+//! has and which it is fetching; pieces are fetched rarest first (at random
+//! among the lowest few equals), at most `concurrency` in flight and `per_peer` per peer.
 //! A piece whose bytes do not match the table gets its peer banned and is
 //! fetched elsewhere.
 //!
@@ -718,10 +718,9 @@ impl Run {
         }
     }
 
-    /// The rarest missing piece some ready peer has (the lowest index among
-    /// equals, so the blob fills roughly in order: clients streaming it and
-    /// the whole-digest hash move along during the download), and the
-    /// least loaded ready peer that has it.
+    /// The rarest missing piece some ready peer has (one of the
+    /// `PICK_SPREAD` lowest among equals, at random), and the least loaded
+    /// ready peer that has it.
     fn pick_from_peers(&mut self, avail: &[u32], now: Instant) -> Option<(u32, PeerId)> {
         let per_peer = self.config.per_peer;
         let ready: Vec<(PeerId, &PeerInfo)> = self
@@ -733,19 +732,28 @@ impl Run {
         if ready.is_empty() {
             return None;
         }
-        let mut best: Option<(u32, u32)> = None;
+        // The first `PICK_SPREAD` of the rarest, lowest index first.
+        let mut rarest = u32::MAX;
+        let mut first: Vec<u32> = Vec::with_capacity(PICK_SPREAD);
         for (i, &a) in avail.iter().enumerate() {
-            if self.state[i] != PieceState::Missing || a == 0 {
+            if self.state[i] != PieceState::Missing || a == 0 || a > rarest {
                 continue;
             }
             if !ready.iter().any(|(_, p)| p.has(i as u32)) {
                 continue;
             }
-            if best.is_none_or(|(ba, _)| a < ba) {
-                best = Some((a, i as u32));
+            if a < rarest {
+                rarest = a;
+                first.clear();
+            }
+            if first.len() < PICK_SPREAD {
+                first.push(i as u32);
             }
         }
-        let (_, index) = best?;
+        if first.is_empty() {
+            return None;
+        }
+        let index = first[self.rng.below(first.len() as u64) as usize];
         let holders: Vec<(PeerId, usize)> = ready
             .iter()
             .filter(|(_, p)| p.has(index))
@@ -783,7 +791,7 @@ impl Run {
             })
             .map(|p| p.key)
             .collect();
-        let mut chosen = None;
+        let mut first: Vec<u32> = Vec::with_capacity(PICK_SPREAD);
         for (i, &a) in avail.iter().enumerate() {
             if self.state[i] != PieceState::Missing {
                 continue;
@@ -795,11 +803,15 @@ impl Run {
                     others.iter().all(|k| score(*k, i as u32) < mine)
                 });
             if eligible {
-                // The lowest first, like pieces from peers.
-                chosen = Some(i as u32);
-                break;
+                // Among the lowest few, like pieces from peers.
+                first.push(i as u32);
+                if first.len() == PICK_SPREAD {
+                    break;
+                }
             }
         }
+        let chosen =
+            (!first.is_empty()).then(|| first[self.rng.below(first.len() as u64) as usize]);
         if chosen.is_some() && stalled {
             // One origin piece per stall period, not a stampede.
             self.last_progress = now;
@@ -888,13 +900,20 @@ async fn verify_and_store(
     r.unwrap_or_else(|e| Outcome::Sink(io::Error::other(e)))
 }
 
+/// Equally rare pieces are picked at random among the lowest this many:
+/// the blob fills roughly in order (clients streaming it and the
+/// whole-digest hash move along during the download) while simultaneous
+/// downloaders still take different pieces from a common source and so
+/// have something to trade (all taking the lowest one starves the swarm).
+const PICK_SPREAD: usize = 4;
+
 /// Pieces kept in memory for the whole-digest hash when they arrive at
 /// most this far ahead of it (others are read back from the sink).
-const HASH_WINDOW: u32 = 4;
+const HASH_WINDOW: u32 = 8;
 
 /// Feeds stored pieces to `hash_in_order`: with their bytes when they are
-/// within `HASH_WINDOW` of the hash (pieces are picked lowest index first
-/// among equals, so a download that fills in order sends most of them
+/// within `HASH_WINDOW` of the hash (pieces are picked among the lowest
+/// equally rare ones, so a download that fills in order sends most of them
 /// along), which bounds the bytes queued to `HASH_WINDOW` pieces.
 struct HashFeed {
     tx: mpsc::UnboundedSender<(u32, Option<Bytes>)>,
