@@ -577,11 +577,13 @@ impl Config {
             });
         }
         p.bootstrap_addrs()?;
-        use crate::p2p::piece::{MAX_PIECE_SIZE, MIN_PIECE_SIZE};
-        if !(MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&p.piece_size) {
+        use crate::p2p::piece::{MAX_PIECE_SIZE, MIN_PIECE_SIZE, PIECE_SIZE_UNIT};
+        if !crate::p2p::piece::valid_piece_size(p.piece_size) {
             return Err(ConfigError::Invalid {
                 key: "p2p.piece_size",
-                message: format!("must be between {MIN_PIECE_SIZE} and {MAX_PIECE_SIZE} bytes"),
+                message: format!(
+                    "must be a multiple of {PIECE_SIZE_UNIT} between {MIN_PIECE_SIZE} and {MAX_PIECE_SIZE} bytes"
+                ),
             });
         }
         if p.replicas == 0 || (p.replicas > 1 && !p.tier) {

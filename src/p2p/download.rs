@@ -20,15 +20,14 @@
 //! The node announces itself as a provider when the download starts (so
 //! simultaneous downloaders find each other and see which pieces each is
 //! fetching before any arrives), and every verified piece is served to
-//! others at once (the node reads it back from the sink). The whole blob is
-//! hashed in order as pieces arrive (from memory for pieces that arrive
-//! just ahead of the hash, at most `HASH_WINDOW` of them, else read back
-//! from the sink) and must match the digest.
+//! others at once (the node reads it back from the sink). The whole digest
+//! needs no second pass: each piece is checked against the chain of SHA-2
+//! states in the table, the last against the digest itself (`chain`), so
+//! pieces that all pass are the blob.
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,7 +35,6 @@ use libp2p::PeerId;
 use libp2p::futures::future::BoxFuture;
 use libp2p::futures::stream::FuturesUnordered;
 use libp2p::futures::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::node::{FetchError, NodeHandle};
@@ -45,7 +43,7 @@ use super::protocol::{ErrorCode, Have};
 use super::sink::{Partial, PieceSink, Seeding};
 use super::ticket::Ticket;
 use super::{Origin, Stats};
-use crate::registry::digest::{Digest, Hasher};
+use crate::registry::digest::Digest;
 
 #[derive(Clone, Debug)]
 pub struct DownloadConfig {
@@ -145,8 +143,6 @@ pub enum DownloadError {
     InProgress(Digest),
     #[error("origin failed {count} times in a row, last: {last}")]
     Origin { count: u32, last: String },
-    #[error("downloaded blob hashes to {found}, expected {expected}")]
-    Digest { expected: Digest, found: Digest },
     #[error("piece sink: {0}")]
     Sink(#[from] io::Error),
 }
@@ -218,8 +214,8 @@ enum Source {
 }
 
 enum Outcome {
-    /// Verified and stored: its bytes.
-    Stored(Bytes),
+    /// Verified and stored: its length.
+    Stored(usize),
     /// Bytes that do not match the table.
     Bad,
     Failed(FetchError),
@@ -389,16 +385,6 @@ impl Run {
     async fn run(&mut self) -> Result<DownloadReport, DownloadError> {
         let start = Instant::now();
         let n = self.table.piece_count();
-        let (hash_tx, hash_rx) = mpsc::unbounded_channel();
-        let hashed = Arc::new(AtomicU32::new(0));
-        let hash_tx = HashFeed {
-            tx: hash_tx,
-            hashed: hashed.clone(),
-        };
-        let hashing = tokio::task::spawn_blocking({
-            let (table, sink) = (self.table.clone(), self.sink.clone());
-            move || hash_in_order(&table, sink.as_ref(), hash_rx, &hashed)
-        });
 
         let mut fetches: FuturesUnordered<FetchFuture> = FuturesUnordered::new();
         let mut haves: FuturesUnordered<HaveFuture> = FuturesUnordered::new();
@@ -435,7 +421,7 @@ impl Run {
 
             tokio::select! {
                 Some((index, source, outcome)) = fetches.next() => {
-                    self.on_fetched(index, source, outcome, &hash_tx)?;
+                    self.on_fetched(index, source, outcome)?;
                 }
                 Some((peer, r)) = haves.next() => self.on_have(peer, r),
                 Some(found) = lookups.next() => {
@@ -447,16 +433,6 @@ impl Run {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
-        }
-        drop(hash_tx);
-        let found = hashing
-            .await
-            .map_err(|e| DownloadError::Sink(io::Error::other(e)))??;
-        if found != self.table.digest {
-            return Err(DownloadError::Digest {
-                expected: self.table.digest.clone(),
-                found,
-            });
         }
         self.report.peers_used = self.peers.values().filter(|p| p.delivered).count();
         self.report.elapsed = start.elapsed();
@@ -585,7 +561,6 @@ impl Run {
         index: u32,
         source: Source,
         outcome: Outcome,
-        hash_tx: &HashFeed,
     ) -> Result<(), DownloadError> {
         let now = Instant::now();
         let i = index as usize;
@@ -599,13 +574,11 @@ impl Run {
             Source::Origin => self.origin_inflight -= 1,
         }
         match outcome {
-            Outcome::Stored(bytes) => {
-                let len = bytes.len();
+            Outcome::Stored(len) => {
                 self.state[i] = PieceState::Done;
                 self.done += 1;
                 self.last_progress = now;
                 self.partial.set_have(index);
-                hash_tx.send(index, bytes);
                 match source {
                     Source::Peer(p) => {
                         self.report.bytes_from_peers += len as u64;
@@ -892,7 +865,7 @@ async fn verify_and_store(
             return Outcome::Bad;
         }
         match sink.put(table.piece_range(index).start, &bytes) {
-            Ok(()) => Outcome::Stored(bytes),
+            Ok(()) => Outcome::Stored(bytes.len()),
             Err(e) => Outcome::Sink(e),
         }
     })
@@ -901,74 +874,8 @@ async fn verify_and_store(
 }
 
 /// Equally rare pieces are picked at random among the lowest this many:
-/// the blob fills roughly in order (clients streaming it and the
-/// whole-digest hash move along during the download) while simultaneous
+/// the blob fills roughly in order (clients streaming it move along during
+/// the download) while simultaneous
 /// downloaders still take different pieces from a common source and so
 /// have something to trade (all taking the lowest one starves the swarm).
 const PICK_SPREAD: usize = 4;
-
-/// Pieces kept in memory for the whole-digest hash when they arrive at
-/// most this far ahead of it (others are read back from the sink).
-const HASH_WINDOW: u32 = 8;
-
-/// Feeds stored pieces to `hash_in_order`: with their bytes when they are
-/// within `HASH_WINDOW` of the hash (pieces are picked among the lowest
-/// equally rare ones, so a download that fills in order sends most of them
-/// along), which bounds the bytes queued to `HASH_WINDOW` pieces.
-struct HashFeed {
-    tx: mpsc::UnboundedSender<(u32, Option<Bytes>)>,
-    /// Pieces hashed so far.
-    hashed: Arc<AtomicU32>,
-}
-
-impl HashFeed {
-    fn send(&self, index: u32, bytes: Bytes) {
-        let near = index
-            < self
-                .hashed
-                .load(Ordering::Acquire)
-                .saturating_add(HASH_WINDOW);
-        let _ = self.tx.send((index, near.then_some(bytes)));
-    }
-}
-
-/// Hashes the blob in piece order as pieces are reported stored, from the
-/// bytes sent along or else read back from the sink (one piece at a time).
-/// Blocking.
-fn hash_in_order(
-    table: &PieceTable,
-    sink: &dyn PieceSink,
-    mut rx: mpsc::UnboundedReceiver<(u32, Option<Bytes>)>,
-    hashed: &AtomicU32,
-) -> io::Result<Digest> {
-    let n = table.piece_count();
-    let mut hasher = Hasher::new(table.digest.algorithm());
-    let mut ready = Bitfield::new(n);
-    let mut held: HashMap<u32, Bytes> = HashMap::new();
-    let mut cursor = 0u32;
-    while let Some((i, bytes)) = rx.blocking_recv() {
-        ready.set(i, true);
-        if let Some(b) = bytes {
-            held.insert(i, b);
-        }
-        while cursor < n && ready.get(cursor) {
-            let bytes = match held.remove(&cursor) {
-                Some(b) => b,
-                None => {
-                    let r = table.piece_range(cursor);
-                    sink.read(r.start, (r.end - r.start) as usize)?
-                }
-            };
-            hasher.update(&bytes);
-            cursor += 1;
-            hashed.store(cursor, Ordering::Release);
-        }
-    }
-    if cursor != n {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("{} of {n} pieces stored", ready.count()),
-        ));
-    }
-    Ok(hasher.finish())
-}

@@ -2,9 +2,11 @@
 //! other so a wave of pulls of one image is served mostly by the pullers
 //! themselves, not by the hub's storage.
 //!
-//! - `piece`: piece tables (fixed-size pieces, BLAKE3 per piece), the root
-//!   of trust of a swarm download, made by the hub once per stored blob
-//!   (at the first request for it).
+//! - `chain`: SHA-2 states at piece boundaries, which check each piece on
+//!   its own and, with the last, the blob's digest.
+//! - `piece`: piece tables (fixed-size pieces and the `chain` state at each
+//!   boundary), which a download checks every piece against, made by the
+//!   hub once per stored blob (at the first request for it).
 //! - `ticket`: hub-signed, short-lived capabilities "peer P may fetch blob
 //!   D", checked by every peer before it serves anything.
 //! - `protocol`: the `/dockyard/piece/1` wire format (pieces, which pieces a
@@ -24,14 +26,16 @@
 //! - `tier`: the swarm storage tier of hub nodes on their own disks.
 //! - `metrics`: the Prometheus text of a node's counters.
 //!
-//! Architecture invariant: no byte reaches a `PieceSink` before it matched
-//! its piece hash, and a download succeeds only if the whole blob hashes to
-//! its digest. No piece, and no answer about which pieces a node has, goes
+//! Architecture invariant: no byte reaches a `PieceSink` before it hashed
+//! from the table's state at its piece's start to the state at its end
+//! (the last piece to the digest), so a download succeeds only if the
+//! whole blob hashes to its digest. No piece, and no answer about which pieces a node has, goes
 //! to a peer without a valid ticket naming that peer and that digest.
 //!
 //! Architecture invariant: memory is bounded by the in-flight pieces
 //! (concurrency × piece size), never by the blob size.
 
+pub mod chain;
 pub mod download;
 pub mod hub;
 pub mod metrics;

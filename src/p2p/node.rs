@@ -457,9 +457,8 @@ impl NodeHandle {
     }
 
     /// The piece table of `digest` held by `peer` (a hub node), checked to
-    /// be well-formed and about `digest`; its hashes are only as good as
-    /// the peer, so a download against it still ends with the whole-digest
-    /// check.
+    /// be well-formed and about `digest`; a table from a lying peer makes
+    /// no forged piece pass, since the last piece must hash to the digest.
     pub async fn fetch_table(
         &self,
         peer: PeerId,

@@ -1,12 +1,15 @@
-//! Piece tables: a blob cut into fixed-size pieces, each with its BLAKE3
-//! hash, so a node can verify every piece the moment it arrives from an
-//! untrusted peer (Kraken checks pieces only with CRC32, which a malicious
-//! peer forges at will).
+//! Piece tables: a blob cut into fixed-size pieces, with the SHA-2 state
+//! at each piece boundary (`chain`), so a node verifies every piece the
+//! moment it arrives from an untrusted peer (Kraken checks pieces only with
+//! CRC32, which a malicious peer forges at will) and, with the last piece,
+//! the blob's digest itself, hashing each byte once.
 //!
-//! The hub computes the table once per committed blob (streaming, one piece
-//! of state) and hands it to pullers over authenticated HTTP; the table is
-//! the root of trust of a swarm download, together with the blob's own
-//! digest that is checked once more at the end.
+//! The hub computes the table once per committed blob (streaming, one
+//! block of state) and hands it to pullers over authenticated HTTP. The
+//! table's states need no trust: a piece passes only if it hashes from the
+//! state at its start to the state at its end, the first starting from the
+//! standard initial state and the last ending in the digest, so pieces
+//! that all pass are the blob.
 
 use std::fmt;
 use std::io;
@@ -16,7 +19,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::registry::digest::{Algorithm, Digest, Hasher};
+use super::chain::{self, ChainHasher, State};
+use crate::registry::digest::{Algorithm, Digest};
 
 /// Default piece size for production tables (4 MiB, as Kraken).
 pub const DEFAULT_PIECE_SIZE: u32 = 4 << 20;
@@ -25,22 +29,30 @@ pub const MIN_PIECE_SIZE: u32 = 4 << 10;
 /// Largest piece size a table may have; also the largest piece the wire
 /// protocol accepts.
 pub const MAX_PIECE_SIZE: u32 = 16 << 20;
+/// Piece sizes are multiples of this (SHA-512's block; SHA-256's divides
+/// it), so every piece but the last ends on a block boundary.
+pub const PIECE_SIZE_UNIT: u32 = 128;
 /// Most pieces a table may have (a 64 TiB blob at 4 MiB pieces); bounds
 /// what a decoder allocates.
 pub const MAX_PIECES: u64 = 1 << 24;
 
 const MAGIC: &[u8; 4] = b"DYPT";
-const VERSION: u8 = 1;
-/// Piece hash algorithm byte of the binary form: BLAKE3-256.
-const HASH_BLAKE3: u8 = 1;
+const VERSION: u8 = 2;
+/// Piece hash byte of the binary form: the SHA-2 chain of the digest's
+/// own algorithm.
+const HASH_SHA2_CHAIN: u8 = 2;
+/// `pieceHash` of the JSON form.
+const HASH_NAME: &str = "sha2-chain";
 
-/// A blob's pieces and their BLAKE3 hashes.
+/// A blob's pieces and the hash state at each boundary between them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PieceTable {
     pub digest: Digest,
     pub size: u64,
     pub piece_size: u32,
-    pub hashes: Vec<[u8; 32]>,
+    /// `chain[i]`: the state after pieces `0..=i`, for every piece but the
+    /// last.
+    chain: Vec<State>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,22 +61,31 @@ pub enum TableError {
     Magic,
     #[error("piece table: unknown piece hash algorithm")]
     HashAlgorithm,
-    #[error("piece table: piece size {0} outside {MIN_PIECE_SIZE}..={MAX_PIECE_SIZE}")]
+    #[error(
+        "piece table: piece size {0} not a multiple of {PIECE_SIZE_UNIT} within {MIN_PIECE_SIZE}..={MAX_PIECE_SIZE}"
+    )]
     PieceSize(u32),
     #[error("piece table: too many pieces")]
     TooLarge,
     #[error("piece table: bad digest")]
     Digest,
-    #[error("piece table: {expected} pieces expected, {found} found")]
+    #[error("piece table: {expected} boundary states expected, {found} found")]
     Count { expected: u64, found: u64 },
-    #[error("piece table: bad piece hash")]
+    #[error("piece table: bad boundary state")]
     Hash,
     #[error("piece table: truncated or trailing bytes")]
     Length,
 }
 
+/// Whether `piece_size` is one a table may have.
+pub fn valid_piece_size(piece_size: u32) -> bool {
+    (MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&piece_size)
+        && piece_size.is_multiple_of(PIECE_SIZE_UNIT)
+}
+
+/// The number of pieces, checked.
 fn check_shape(size: u64, piece_size: u32) -> Result<u64, TableError> {
-    if !(MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&piece_size) {
+    if !valid_piece_size(piece_size) {
         return Err(TableError::PieceSize(piece_size));
     }
     let count = size.div_ceil(piece_size as u64);
@@ -77,7 +98,7 @@ fn check_shape(size: u64, piece_size: u32) -> Result<u64, TableError> {
 impl PieceTable {
     /// Number of pieces (0 for an empty blob).
     pub fn piece_count(&self) -> u32 {
-        self.hashes.len() as u32
+        self.size.div_ceil(self.piece_size as u64) as u32
     }
 
     /// Byte range of piece `index` in the blob.
@@ -92,11 +113,25 @@ impl PieceTable {
         (r.end - r.start) as usize
     }
 
-    /// Whether `bytes` are exactly piece `index`.
+    /// Whether `bytes` are exactly piece `index`: they hash from the state
+    /// at the piece's start to the state at its end (for the last piece,
+    /// to the blob's digest).
     pub fn verify(&self, index: u32, bytes: &[u8]) -> bool {
-        (index as usize) < self.hashes.len()
-            && bytes.len() == self.piece_len(index)
-            && blake3::hash(bytes).as_bytes() == &self.hashes[index as usize]
+        let n = self.piece_count();
+        if index >= n || bytes.len() != self.piece_len(index) {
+            return false;
+        }
+        let i = index as usize;
+        let mut state = match i {
+            0 => State::initial(self.digest.algorithm()),
+            _ => self.chain[i - 1],
+        };
+        if index + 1 < n {
+            state.absorb(bytes);
+            state == self.chain[i]
+        } else {
+            hex::encode(state.finish(bytes, self.size)) == self.digest.hex()
+        }
     }
 
     /// The table of bytes already in memory (small blobs, tests).
@@ -109,7 +144,7 @@ impl PieceTable {
 
     /// Computes the table of a blob read from `reader`, which must yield
     /// exactly the blob whose digest is `digest`; an `InvalidData` error if
-    /// it does not. Memory: one read buffer and the hashes.
+    /// it does not. Memory: one read buffer and the states.
     #[cfg_attr(not(test), allow(dead_code))] // the tests use it
     pub async fn compute<R: AsyncRead + Unpin>(
         digest: &Digest,
@@ -157,21 +192,23 @@ impl PieceTable {
         check_digest(builder.finish(), digest)
     }
 
-    /// Compact binary form: `"DYPT"`, version 1, hash algorithm 1 (BLAKE3),
-    /// piece size (u32 BE), blob size (u64 BE), digest length (u8) and
-    /// digest text, then the 32-byte hashes in piece order.
+    /// Compact binary form: `"DYPT"`, version 2, piece hash 2 (SHA-2
+    /// chain), piece size (u32 BE), blob size (u64 BE), digest length (u8)
+    /// and digest text, then the boundary states (32 bytes each for
+    /// SHA-256, 64 for SHA-512) in order.
     pub fn to_bytes(&self) -> Vec<u8> {
         let d = self.digest.as_str().as_bytes();
-        let mut out = Vec::with_capacity(19 + d.len() + 32 * self.hashes.len());
+        let width = chain::state_len(self.digest.algorithm());
+        let mut out = Vec::with_capacity(19 + d.len() + width * self.chain.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.push(HASH_BLAKE3);
+        out.push(HASH_SHA2_CHAIN);
         out.extend_from_slice(&self.piece_size.to_be_bytes());
         out.extend_from_slice(&self.size.to_be_bytes());
         out.push(d.len() as u8);
         out.extend_from_slice(d);
-        for h in &self.hashes {
-            out.extend_from_slice(h);
+        for s in &self.chain {
+            out.extend_from_slice(&s.to_bytes());
         }
         out
     }
@@ -180,7 +217,7 @@ impl PieceTable {
         if b.len() < 19 || &b[..4] != MAGIC || b[4] != VERSION {
             return Err(TableError::Magic);
         }
-        if b[5] != HASH_BLAKE3 {
+        if b[5] != HASH_SHA2_CHAIN {
             return Err(TableError::HashAlgorithm);
         }
         let piece_size = u32::from_be_bytes(b[6..10].try_into().unwrap());
@@ -196,21 +233,23 @@ impl PieceTable {
             .and_then(|s| s.parse::<Digest>().ok())
             .ok_or(TableError::Digest)?;
         let rest = &rest[dlen..];
-        if rest.len() as u64 != count * 32 {
+        let width = chain::state_len(digest.algorithm());
+        let expected = count.saturating_sub(1);
+        if rest.len() as u64 != expected * width as u64 {
             return Err(TableError::Count {
-                expected: count,
-                found: rest.len() as u64 / 32,
+                expected,
+                found: (rest.len() / width) as u64,
             });
         }
-        let hashes = rest
-            .chunks_exact(32)
-            .map(|c| c.try_into().unwrap())
-            .collect();
+        let chain = rest
+            .chunks_exact(width)
+            .map(|c| State::from_bytes(digest.algorithm(), c).ok_or(TableError::Hash))
+            .collect::<Result<_, _>>()?;
         Ok(PieceTable {
             digest,
             size,
             piece_size,
-            hashes,
+            chain,
         })
     }
 }
@@ -238,13 +277,14 @@ impl fmt::Debug for PieceTable {
             .field("digest", &self.digest)
             .field("size", &self.size)
             .field("piece_size", &self.piece_size)
-            .field("pieces", &self.hashes.len())
+            .field("pieces", &self.piece_count())
             .finish()
     }
 }
 
-/// The JSON form for HTTP:
-/// `{"digest":"sha256:…","size":N,"pieceSize":N,"pieceHash":"blake3","pieces":["hex",…]}`.
+/// The JSON form for HTTP: `{"digest":"sha256:…","size":N,"pieceSize":N,
+/// "pieceHash":"sha2-chain","chain":["hex",…]}`, `chain` holding the state
+/// after each piece but the last, as big-endian words in hex.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TableJson {
@@ -252,7 +292,7 @@ struct TableJson {
     size: u64,
     piece_size: u32,
     piece_hash: String,
-    pieces: Vec<String>,
+    chain: Vec<String>,
 }
 
 impl serde::Serialize for PieceTable {
@@ -261,8 +301,12 @@ impl serde::Serialize for PieceTable {
             digest: self.digest.clone(),
             size: self.size,
             piece_size: self.piece_size,
-            piece_hash: "blake3".into(),
-            pieces: self.hashes.iter().map(hex::encode).collect(),
+            piece_hash: HASH_NAME.into(),
+            chain: self
+                .chain
+                .iter()
+                .map(|s| hex::encode(s.to_bytes()))
+                .collect(),
         }
         .serialize(s)
     }
@@ -272,85 +316,70 @@ impl<'de> serde::Deserialize<'de> for PieceTable {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let j = TableJson::deserialize(d)?;
-        if j.piece_hash != "blake3" {
+        if j.piece_hash != HASH_NAME {
             return Err(D::Error::custom(TableError::HashAlgorithm));
         }
         let count = check_shape(j.size, j.piece_size).map_err(D::Error::custom)?;
-        if j.pieces.len() as u64 != count {
+        let expected = count.saturating_sub(1);
+        if j.chain.len() as u64 != expected {
             return Err(D::Error::custom(TableError::Count {
-                expected: count,
-                found: j.pieces.len() as u64,
+                expected,
+                found: j.chain.len() as u64,
             }));
         }
-        let mut hashes = Vec::with_capacity(j.pieces.len());
-        for p in &j.pieces {
-            let mut h = [0u8; 32];
-            hex::decode_to_slice(p, &mut h).map_err(|_| D::Error::custom(TableError::Hash))?;
-            hashes.push(h);
-        }
+        let algorithm = j.digest.algorithm();
+        let chain = j
+            .chain
+            .iter()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|b| State::from_bytes(algorithm, &b))
+                    .ok_or(D::Error::custom(TableError::Hash))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(PieceTable {
             digest: j.digest,
             size: j.size,
             piece_size: j.piece_size,
-            hashes,
+            chain,
         })
     }
 }
 
-/// Builds a table from bytes fed in any chunking, e.g. by the hub's upload
-/// pipeline as it writes a blob, so the table costs no second read. Holds
-/// one BLAKE3 state and the blob hasher, never a piece.
+/// Builds a table from bytes fed in any chunking, e.g. by the hub as it
+/// reads a blob: one pass of the blob's own hash, never a piece held.
 pub struct PieceTableBuilder {
-    blob: Hasher,
-    piece: blake3::Hasher,
+    algorithm: Algorithm,
+    hasher: ChainHasher,
     piece_size: u32,
-    in_piece: u32,
-    size: u64,
-    hashes: Vec<[u8; 32]>,
 }
 
 impl PieceTableBuilder {
-    /// `piece_size` must lie within `MIN_PIECE_SIZE..=MAX_PIECE_SIZE`.
+    /// `piece_size` must be valid (`valid_piece_size`).
     pub fn new(algorithm: Algorithm, piece_size: u32) -> PieceTableBuilder {
         assert!(
-            (MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&piece_size),
+            valid_piece_size(piece_size),
             "piece size {piece_size} out of range"
         );
         PieceTableBuilder {
-            blob: Hasher::new(algorithm),
-            piece: blake3::Hasher::new(),
+            algorithm,
+            hasher: ChainHasher::new(algorithm, piece_size),
             piece_size,
-            in_piece: 0,
-            size: 0,
-            hashes: Vec::new(),
         }
     }
 
-    pub fn update(&mut self, mut bytes: &[u8]) {
-        self.blob.update(bytes);
-        self.size += bytes.len() as u64;
-        while !bytes.is_empty() {
-            let take = ((self.piece_size - self.in_piece) as usize).min(bytes.len());
-            self.piece.update(&bytes[..take]);
-            self.in_piece += take as u32;
-            bytes = &bytes[take..];
-            if self.in_piece == self.piece_size {
-                self.hashes.push(*self.piece.finalize().as_bytes());
-                self.piece.reset();
-                self.in_piece = 0;
-            }
-        }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
     }
 
-    pub fn finish(mut self) -> PieceTable {
-        if self.in_piece > 0 {
-            self.hashes.push(*self.piece.finalize().as_bytes());
-        }
+    pub fn finish(self) -> PieceTable {
+        let (chain, size, digest) = self.hasher.finish();
         PieceTable {
-            digest: self.blob.finish(),
-            size: self.size,
+            digest: Digest::from_raw(self.algorithm, &digest),
+            size,
             piece_size: self.piece_size,
-            hashes: self.hashes,
+            chain,
         }
     }
 }
@@ -480,6 +509,36 @@ mod tests {
         let m = PieceTable::of_bytes(Algorithm::Sha512, 16 << 10, &bytes[..32768]);
         assert_eq!(m.piece_count(), 2);
         assert_eq!(m.piece_len(1), 16384);
+        assert!(m.verify(0, &bytes[..16384]) && m.verify(1, &bytes[16384..32768]));
+        assert!(
+            !m.verify(1, &bytes[..16384]),
+            "the right length, not the piece"
+        );
+    }
+
+    #[test]
+    fn a_forged_chain_passes_no_piece_but_its_own_and_never_the_last() {
+        // A table whose boundary states a forger chose for other bytes:
+        // the forged pieces pass up to the state, but the chain must end in
+        // the digest, which the forged bytes do not hash to.
+        let real = data(40_000);
+        let mut fake = real.clone();
+        fake[5] ^= 1;
+        let t = PieceTable::of_bytes(Algorithm::Sha256, 16 << 10, &real);
+        let mut forged = PieceTable::of_bytes(Algorithm::Sha256, 16 << 10, &fake);
+        forged.digest = t.digest.clone();
+        assert!(forged.verify(0, &fake[..16384]));
+        assert!(!forged.verify(0, &real[..16384]));
+        assert!(forged.verify(1, &fake[16384..32768]));
+        assert!(
+            !forged.verify(2, &fake[32768..]),
+            "ends elsewhere than the digest"
+        );
+        assert!(
+            !forged.verify(2, &real[32768..]),
+            "starts from the forged state"
+        );
+        assert!(t.verify(2, &real[32768..]));
     }
 
     #[test]
@@ -487,7 +546,7 @@ mod tests {
         let bytes = data(50_000);
         let t = PieceTable::of_bytes(Algorithm::Sha256, 16 << 10, &bytes);
         let b = t.to_bytes();
-        assert_eq!(b.len(), 19 + 71 + 4 * 32);
+        assert_eq!(b.len(), 19 + 71 + 3 * 32);
         assert_eq!(PieceTable::from_bytes(&b).unwrap(), t);
         let j = serde_json::to_string(&t).unwrap();
         assert!(j.contains("\"pieceSize\":16384"), "{j}");
@@ -496,13 +555,22 @@ mod tests {
         assert_eq!(
             PieceTable::from_bytes(&b[..b.len() - 1]),
             Err(TableError::Count {
-                expected: 4,
-                found: 3
+                expected: 3,
+                found: 2
             })
         );
         let mut v = b.clone();
-        v[4] = 2;
+        v[4] = 1;
         assert_eq!(PieceTable::from_bytes(&v), Err(TableError::Magic));
+        let mut v = b.clone();
+        v[5] = 1;
+        assert_eq!(PieceTable::from_bytes(&v), Err(TableError::HashAlgorithm));
+        let mut v = b.clone();
+        v[6..10].copy_from_slice(&(16385u32).to_be_bytes());
+        assert_eq!(
+            PieceTable::from_bytes(&v),
+            Err(TableError::PieceSize(16385))
+        );
         let mut v = b.clone();
         v[6..10].copy_from_slice(&1u32.to_be_bytes());
         assert_eq!(PieceTable::from_bytes(&v), Err(TableError::PieceSize(1)));
@@ -513,7 +581,13 @@ mod tests {
         v[20] = b'X';
         assert_eq!(PieceTable::from_bytes(&v), Err(TableError::Digest));
         let mut v: serde_json::Value = serde_json::from_str(&j).unwrap();
-        v["pieces"].as_array_mut().unwrap().pop();
+        v["chain"].as_array_mut().unwrap().pop();
+        assert!(serde_json::from_value::<PieceTable>(v).is_err());
+        let mut v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        v["chain"][0] = "00".into();
+        assert!(serde_json::from_value::<PieceTable>(v).is_err());
+        let mut v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        v["pieceHash"] = "blake3".into();
         assert!(serde_json::from_value::<PieceTable>(v).is_err());
     }
 

@@ -71,7 +71,7 @@ impl Digest {
         h.finish()
     }
 
-    fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Digest {
+    pub fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Digest {
         let mut text = String::with_capacity(algorithm.as_str().len() + 1 + raw.len() * 2);
         text.push_str(algorithm.as_str());
         text.push(':');
