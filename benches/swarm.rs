@@ -11,7 +11,13 @@
 //!   pulling straight from the hub make it N (measured too, same hub);
 //! - the time until the last agent has the image, relative to one agent
 //!   pulling alone from a hub of its own; target ≤ 1.5×;
-//! - each agent's peak RSS (VmHWM).
+//! - each agent's peak RSS (VmHWM);
+//! - the CPU the agents, the hub, the clients and the whole machine spent
+//!   during each wave, and the wave's CPU floor: N agents and clients
+//!   doing at least the work of the one alone, on this machine's cores.
+//!   Where the floor is above 1.5× the time target cannot be met here,
+//!   whatever the swarm does: the hosts a real cluster spreads over N
+//!   machines share these cores.
 //!
 //! Run: `cargo bench --bench swarm`. `BENCH_SWARM_MIB` (default 512) sets
 //! the layer size, `BENCH_SWARM_NS` (default `4,8`) the swarm sizes.
@@ -183,6 +189,67 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Core-seconds the whole machine has spent busy (not idle, not waiting
+/// for I/O), from `/proc/stat`.
+fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let busy: u64 = f.iter().take(8).sum::<u64>() - f[3] - f[4];
+    // SAFETY: sysconf has no preconditions.
+    busy as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// CPU spent during a wave: by the agents, the hub, the clients (this
+/// process) and the machine as a whole (which adds the kernel's network
+/// work done outside those processes).
+struct Cpu {
+    agents: f64,
+    hub: f64,
+    clients: f64,
+    machine: f64,
+}
+
+impl Cpu {
+    fn sample(hub: &Hub, agents: &[&Agent]) -> Cpu {
+        Cpu {
+            agents: agents.iter().map(|a| a.cpu_secs()).sum(),
+            hub: hub.cpu_secs(),
+            clients: cpu_secs(std::process::id()),
+            machine: machine_busy_secs(),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            agents: self.agents - before.agents,
+            hub: self.hub - before.hub,
+            clients: self.clients - before.clients,
+            machine: self.machine - before.machine,
+        }
+    }
+
+    /// The line printed for a wave of `wall` on `cores`.
+    fn describe(&self, wall: Duration, cores: usize) -> String {
+        format!(
+            "CPU core-seconds: agents {:.1}, hub {:.1}, clients {:.1}, machine {:.1} \
+             ({:.0}% of {cores} cores over the wave)",
+            self.agents,
+            self.hub,
+            self.clients,
+            self.machine,
+            100.0 * self.machine / (secs(wall) * cores as f64)
+        )
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -197,6 +264,7 @@ fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .collect();
     let size = mib * MIB;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let link = std::env::var("BENCH_SWARM_LINK").ok();
     let lan = link
         .as_ref()
@@ -234,16 +302,20 @@ fn main() {
         shape();
         let agent = Agent::start_on(&hub, 1, "4G", host(1));
         std::thread::sleep(Duration::from_millis(500));
+        let cpu = Cpu::sample(&hub, &[&agent]);
         let t = wave(&[agent.url("")], &img, hosts(1))[0];
+        let cpu = Cpu::sample(&hub, &[&agent]).since(&cpu);
         let ratio = hub.storage_bytes_served() / size as f64;
         println!(
-            "one agent alone: {:.2} s, hub storage {ratio:.2}× the image, peak RSS {} MiB",
+            "one agent alone: {:.2} s, hub storage {ratio:.2}× the image, peak RSS {} MiB; {}",
             secs(t),
-            agent.peak_rss_kib() / 1024
+            agent.peak_rss_kib() / 1024,
+            cpu.describe(t, cores)
         );
         unshape();
-        t
+        (t, cpu)
     };
+    let (solo, solo_cpu) = solo;
 
     let mut rows = Vec::new();
     for &n in &ns {
@@ -257,8 +329,28 @@ fn main() {
         // Let the agents join the swarm (identify, Kademlia bootstrap).
         std::thread::sleep(Duration::from_secs(1));
         let bases: Vec<String> = agents.iter().map(|a| a.url("")).collect();
+        let all: Vec<&Agent> = agents.iter().collect();
+        let cpu = Cpu::sample(&hub, &all);
         let times = wave(&bases, &img, hosts(n));
         let last = times.iter().max().copied().unwrap();
+        // Each agent and its client do at least the work of the one alone
+        // (take, verify and serve the whole image; trading pieces only
+        // adds), the hub serves about one copy: no wave on this machine's
+        // cores ends sooner than that work takes them.
+        let floor = (n as f64 * (solo_cpu.machine - solo_cpu.hub) + solo_cpu.hub) / cores as f64;
+        println!(
+            "N = {n}: {}; the CPU floor of the wave on this machine: {floor:.2} s = {:.2}× one agent alone",
+            Cpu::sample(&hub, &all).since(&cpu).describe(last, cores),
+            floor / secs(solo),
+        );
+        println!(
+            "N = {n}: each agent done after (s): {}",
+            times
+                .iter()
+                .map(|t| format!("{:.2}", secs(*t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let hub_ratio = (hub.storage_bytes_served() - before) / size as f64;
         let rss: Vec<u64> = agents.iter().map(|a| a.peak_rss_kib() / 1024).collect();
         let from_origin: f64 = agents

@@ -178,6 +178,11 @@ impl Hub {
         tail(&self.dir.path().join("hub.log"), 40)
     }
 
+    /// CPU seconds (user + system) the hub process has used.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.child.as_ref().unwrap().id())
+    }
+
     /// A bearer token of the admin for `scope` (or None without accounts).
     pub fn token(&self, scope: &str) -> Option<String> {
         if !self.auth {
@@ -332,6 +337,11 @@ impl Agent {
     }
 
     /// Peak resident set (VmHWM) in KiB, while running.
+    /// CPU seconds (user + system) the agent process has used.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.pid())
+    }
+
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
@@ -526,4 +536,18 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// User plus system CPU seconds of process `pid` (all its threads), from
+/// `/proc/PID/stat`.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 here.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
 }
