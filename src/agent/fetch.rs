@@ -150,7 +150,9 @@ impl Fetcher {
         let digest = table.digest.clone();
         let path = self.cache.temp_path(&digest);
         let sink_file = FileSink::create(&path, table.size)?;
-        let read = Arc::new(File::open(&path)?);
+        let read = File::open(&path)?;
+        crate::p2p::sink::no_readahead(&read);
+        let read = Arc::new(read);
         let fetch = Arc::new(Fetch {
             table: table.clone(),
             file: read,

@@ -6,7 +6,7 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -107,14 +107,14 @@ impl Response {
     pub async fn bytes(mut self, limit: usize) -> io::Result<Bytes> {
         let expected = self.content_length().unwrap_or(0).min(limit as u64) as usize;
         let mut out = BytesMut::with_capacity(expected);
-        while let Some(chunk) = self.body.next_chunk().await? {
-            if out.len() + chunk.len() > limit {
+        // Read straight into `out`: a piece is copied once, from the socket.
+        while self.body.next_into(&mut out).await? > 0 {
+            if out.len() > limit {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("response body over {limit} bytes"),
                 ));
             }
-            out.extend_from_slice(&chunk);
         }
         Ok(out.freeze())
     }
@@ -129,30 +129,36 @@ impl Response {
 
 impl Body {
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        let mut buf = BytesMut::new();
+        Ok((self.next_into(&mut buf).await? > 0).then(|| buf.freeze()))
+    }
+
+    /// Appends the next chunk of the body to `out`: its length, 0 at the
+    /// end.
+    async fn next_into(&mut self, out: &mut BytesMut) -> io::Result<usize> {
         if self.done {
-            return Ok(None);
+            return Ok(0);
         }
         match self.framing {
             Framing::Length(_) => {
                 if self.left == 0 {
                     self.done = true;
-                    return Ok(None);
+                    return Ok(0);
                 }
                 let want = self.left.min(CHUNK as u64) as usize;
-                let got = self.read_some(want).await?;
-                if got.is_empty() {
+                let got = self.read_some(out, want).await?;
+                if got == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
-                self.left -= got.len() as u64;
-                Ok(Some(got))
+                self.left -= got as u64;
+                Ok(got)
             }
             Framing::Close => {
-                let got = self.read_some(CHUNK).await?;
-                if got.is_empty() {
+                let got = self.read_some(out, CHUNK).await?;
+                if got == 0 {
                     self.done = true;
-                    return Ok(None);
                 }
-                Ok(Some(got))
+                Ok(got)
             }
             Framing::Chunked => {
                 if self.left == 0 {
@@ -164,30 +170,31 @@ impl Body {
                         // Trailers, up to the empty line.
                         while !self.line().await?.is_empty() {}
                         self.done = true;
-                        return Ok(None);
+                        return Ok(0);
                     }
                     self.left = size;
                 }
                 let want = self.left.min(CHUNK as u64) as usize;
-                let got = self.read_some(want).await?;
-                if got.is_empty() {
+                let got = self.read_some(out, want).await?;
+                if got == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
-                self.left -= got.len() as u64;
+                self.left -= got as u64;
                 if self.left == 0 && !self.line().await?.is_empty() {
                     return Err(bad("chunk not followed by CRLF".into()));
                 }
-                Ok(Some(got))
+                Ok(got)
             }
         }
     }
 
-    async fn read_some(&mut self, want: usize) -> io::Result<Bytes> {
-        let mut buf = BytesMut::zeroed(want);
+    /// Appends up to `want` bytes to `out` (no zeroing first): what is
+    /// available, at least one byte; 0 means EOF.
+    async fn read_some(&mut self, out: &mut BytesMut, want: usize) -> io::Result<usize> {
+        out.reserve(want);
         let mut filled = 0;
-        // Fill what is available, at least one byte (0 means EOF).
         while filled < want {
-            let n = timed(self.io.read(&mut buf[filled..])).await?;
+            let n = timed(self.io.read_buf(&mut (&mut *out).limit(want - filled))).await?;
             if n == 0 {
                 break;
             }
@@ -196,8 +203,7 @@ impl Body {
                 break;
             }
         }
-        buf.truncate(filled);
-        Ok(buf.freeze())
+        Ok(filled)
     }
 
     async fn line(&mut self) -> io::Result<String> {
