@@ -65,6 +65,20 @@ fn pieces_tables_tickets_and_refusals() {
     // Three and a half pieces of varied bytes.
     let blob: Vec<u8> = (0..PIECE * 7 / 2).map(|i| (i * 31 % 251) as u8).collect();
     let digest = push_blob(&c, &srv, "swarm/app", &blob);
+    // Its table is made once it is stored, before anyone asks.
+    let table_file = srv
+        .data_dir()
+        .join("p2p/tables")
+        .join(digest.replace(':', "-"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !table_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no table at {}",
+            table_file.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     let info: Value = c.get(srv.url("/_p2p/info")).send().unwrap().json().unwrap();
     assert_eq!(info["piece_size"], PIECE);

@@ -2,9 +2,11 @@
 //! to peers holding a ticket), the piece tables of stored blobs, and the
 //! tickets it signs for pulls it has authorized.
 //!
-//! A blob's table is made the first time a peer asks for it (one streamed
-//! pass over the stored blob, one pass per blob however many ask at once)
-//! and kept beside the data path, so each table is computed once.
+//! A blob's table is made when the blob is committed (in the background,
+//! one blob at a time) or, for blobs stored before the swarm was on, the
+//! first time a peer asks for it: one streamed pass over the stored blob,
+//! one pass per blob however many ask at once, kept beside the data path,
+//! so each table is computed once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -65,6 +67,7 @@ impl HubSwarm {
             making: Mutex::default(),
             node: OnceLock::new(),
             tier: OnceLock::new(),
+            background: tokio::sync::Mutex::new(()),
         });
         std::fs::create_dir_all(&tables.dir)
             .with_context(|| format!("creating {}", tables.dir.display()))?;
@@ -139,9 +142,24 @@ impl HubSwarm {
     pub async fn table(&self, digest: &Digest) -> Result<Arc<PieceTable>, StoreError> {
         self.tables.get_or_make(digest).await
     }
+
+    /// Makes the table of a blob just committed, in the background, so
+    /// the first pull through the swarm does not wait for it. One at a
+    /// time: a burst of pushes queues here instead of hashing in parallel
+    /// with the uploads still coming in.
+    pub fn blob_committed(&self, digest: &Digest) {
+        let (tables, digest) = (self.tables.clone(), digest.clone());
+        tokio::spawn(async move {
+            let _turn = tables.background.lock().await;
+            if let Err(e) = tables.get_or_make(&digest).await {
+                tracing::warn!(%digest, error = %e, "p2p: making the piece table of a new blob");
+            }
+        });
+    }
 }
 
-/// Piece tables of stored blobs: in memory, on disk, made on demand.
+/// Piece tables of stored blobs: in memory, on disk, made when a blob is
+/// stored or on demand.
 struct Tables {
     dir: PathBuf,
     piece_size: u32,
@@ -153,6 +171,8 @@ struct Tables {
     node: OnceLock<NodeHandle>,
     /// The storage tier, if on: it answers replicate requests.
     tier: OnceLock<Weak<SwarmTier>>,
+    /// Held by the background maker of new blobs' tables.
+    background: tokio::sync::Mutex<()>,
 }
 
 impl Tables {

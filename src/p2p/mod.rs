@@ -6,7 +6,8 @@
 //!   its own and, with the last, the blob's digest.
 //! - `piece`: piece tables (fixed-size pieces and the `chain` state at each
 //!   boundary), which a download checks every piece against, made by the
-//!   hub once per stored blob (at the first request for it).
+//!   hub once per stored blob (when it is stored, or at the first request
+//!   for a blob older than the swarm).
 //! - `ticket`: hub-signed, short-lived capabilities "peer P may fetch blob
 //!   D", checked by every peer before it serves anything.
 //! - `protocol`: the `/dockyard/piece/1` wire format (pieces, which pieces a

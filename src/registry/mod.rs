@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::meta::MetaStore;
+use crate::registry::digest::Digest;
 use crate::storage::BlobStore;
 
 pub use error::{RegistryError, RegistryResult};
@@ -37,7 +38,14 @@ pub struct Registry {
     store: Arc<dyn BlobStore>,
     sessions: uploads::SessionLocks,
     limits: Limits,
+    /// Told of every blob stored from an upload (the swarm makes its piece
+    /// table then).
+    on_commit: std::sync::OnceLock<CommitHook>,
 }
+
+/// Called with the digest of each blob stored from an upload, after it is
+/// committed and linked; must not block.
+pub type CommitHook = Box<dyn Fn(&Digest) + Send + Sync>;
 
 impl Registry {
     pub fn new(meta: Arc<dyn MetaStore>, store: Arc<dyn BlobStore>, limits: Limits) -> Arc<Self> {
@@ -46,7 +54,20 @@ impl Registry {
             store,
             sessions: uploads::SessionLocks::default(),
             limits,
+            on_commit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the hook told of committed blobs (once; later calls are
+    /// ignored).
+    pub fn on_commit(&self, hook: CommitHook) {
+        let _ = self.on_commit.set(hook);
+    }
+
+    fn committed(&self, digest: &Digest) {
+        if let Some(hook) = self.on_commit.get() {
+            hook(digest);
+        }
     }
 
     pub fn limits(&self) -> &Limits {

@@ -288,6 +288,7 @@ impl Registry {
             .commit_upload(&id.0, digest, state.offset)
             .await?;
         self.meta.link_blob(repo, digest, state.offset).await?;
+        self.committed(digest);
         Ok(())
     }
 
@@ -331,6 +332,7 @@ impl Registry {
             let digest = hasher.finish();
             self.store.commit_upload(&id.0, &digest, len).await?;
             self.meta.link_blob(repo, &digest, len).await?;
+            self.committed(&digest);
             Ok((digest, len))
         }
         .await;
@@ -355,6 +357,7 @@ impl Registry {
         let len = bytes.len() as u64;
         self.store.put_small(digest, bytes).await?;
         self.meta.link_blob(repo, digest, len).await?;
+        self.committed(digest);
         Ok(())
     }
 

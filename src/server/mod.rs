@@ -197,6 +197,14 @@ pub async fn app_state(config: &Config) -> anyhow::Result<AppState> {
         None
     };
     let registry = registry_on(config, meta.clone(), store);
+    if let Some(swarm) = &p2p {
+        let swarm = Arc::downgrade(swarm);
+        registry.on_commit(Box::new(move |digest| {
+            if let Some(s) = swarm.upgrade() {
+                s.blob_committed(digest);
+            }
+        }));
+    }
     registry.spawn_janitor();
     let audit = Auditor::spawn(meta.clone(), config.audit.retention_days);
     let auth = if config.dockyard.standalone {
