@@ -93,14 +93,29 @@ impl HubSwarm {
     /// The swarm storage tier over `inner` (this node's own store, the
     /// one the node serves pieces from); peers' replicate requests go to it.
     pub fn tier(&self, replicas: usize) -> Arc<SwarmTier> {
-        let tier = Arc::new(SwarmTier::new(
+        self.tier_from(|t| t, replicas)
+    }
+
+    /// [`tier`](Self::tier), the tier adjusted by `adjust` first.
+    fn tier_from(
+        &self,
+        adjust: impl FnOnce(SwarmTier) -> SwarmTier,
+        replicas: usize,
+    ) -> Arc<SwarmTier> {
+        let tier = Arc::new(adjust(SwarmTier::new(
             self.tables.store.clone(),
             self.node.handle(),
             self.issuer.clone(),
             replicas,
-        ));
+        )));
         let _ = self.tables.tier.set(Arc::downgrade(&tier));
         tier
+    }
+
+    /// A tier that answers replicate requests within `d` (tests).
+    #[cfg(test)]
+    pub fn tier_answering_within(&self, replicas: usize, d: Duration) -> Arc<SwarmTier> {
+        self.tier_from(|t| t.answering_within(d), replicas)
     }
 
     pub fn stats(&self) -> Arc<Stats> {

@@ -44,6 +44,9 @@ pub struct SwarmTier {
     /// Copies peers asked of this node, running or finished (an outcome
     /// is kept until the asker hears of it, or for `OUTCOME_KEPT`).
     copies: Mutex<HashMap<Digest, Arc<Incoming>>>,
+    /// How long a replicate request waits for its copy before answering
+    /// how far it got (`ANSWER_WITHIN`; shorter in tests).
+    answer_within: Duration,
 }
 
 /// Pieces requested from a peer at once while fetching a blob.
@@ -94,7 +97,15 @@ impl SwarmTier {
             replicas,
             fetching: Mutex::default(),
             copies: Mutex::default(),
+            answer_within: ANSWER_WITHIN,
         }
+    }
+
+    /// The same, answering replicate requests within `d`.
+    #[cfg(test)]
+    pub fn answering_within(mut self, d: Duration) -> SwarmTier {
+        self.answer_within = d;
+        self
     }
 
     fn ticket(&self, digest: &Digest) -> Ticket {
@@ -263,7 +274,7 @@ impl SwarmTier {
             }
         };
         let mut ended = copy.ended.subscribe();
-        let _ = tokio::time::timeout(ANSWER_WITHIN, ended.wait_for(|e| *e)).await;
+        let _ = tokio::time::timeout(self.answer_within, ended.wait_for(|e| *e)).await;
         let outcome = copy.outcome.lock().unwrap().clone();
         let Some((failure, _)) = outcome else {
             return Replication::Receiving(copy.received.load(Ordering::Relaxed));
@@ -442,5 +453,101 @@ impl BlobStore for SwarmTier {
 
     async fn delete_upload(&self, id: &str) -> StoreResult<()> {
         self.inner.delete_upload(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::p2p::hub::HubSwarm;
+    use crate::storage::contract;
+    use crate::storage::local::LocalStore;
+
+    /// A hub node with the tier on, its store at `dir`, tickets signed
+    /// with the key under `keys` (shared, so nodes trust each other's).
+    async fn hub(
+        dir: &Path,
+        keys: &Path,
+        bootstrap: Option<&str>,
+    ) -> (HubSwarm, Arc<dyn BlobStore>) {
+        std::fs::create_dir_all(dir).unwrap();
+        let text = format!(
+            "[dockyard]\npath = \"{d}\"\n\
+             [auth_server]\nprivateKey = \"{k}/token.key\"\n\
+             [token]\nrootcertbundle = \"{k}/token.crt\"\n\
+             [p2p]\nenabled = true\ntier = true\nreplicas = 2\n\
+             listen = \"/ip4/127.0.0.1/tcp/0\"\npiece_size = 65536\n{b}",
+            d = dir.display(),
+            k = keys.display(),
+            b = bootstrap
+                .map(|b| format!("bootstrap = \"{b}\"\n"))
+                .unwrap_or_default(),
+        );
+        let path = dir.join("runtime.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path, true).unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(LocalStore::open(dir).unwrap());
+        let swarm = HubSwarm::start(&config, store.clone()).await.unwrap();
+        (swarm, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_outliving_the_answer_window_is_asked_again_until_stored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let (a, a_store) = hub(&tmp.path().join("a"), &keys, None).await;
+        let a_tier = a.tier(2);
+        let (a_id, a_addrs) = a.peer().await;
+        let boot = format!("{}/p2p/{a_id}", a_addrs[0]);
+        let (b, b_store) = hub(&tmp.path().join("b"), &keys, Some(&boot)).await;
+        // B answers at once, long before any copy of a few MiB is done.
+        let b_tier = b.tier_answering_within(2, Duration::from_millis(1));
+
+        // On A alone (its own store): B, asked for a copy, says how far it
+        // got, and is asked again until it holds the blob.
+        let data = contract::random_bytes(6 << 20);
+        let d = contract::upload(a_store.as_ref(), &data).await;
+        let first = b_tier.replica(&d, a_id).await;
+        assert!(matches!(first, Replication::Receiving(_)), "{first:?}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut receiving = 1;
+        loop {
+            match b_tier.replica(&d, a_id).await {
+                Replication::Stored => break,
+                Replication::Receiving(_) => receiving += 1,
+                Replication::Refused => panic!("refused after {receiving} answers"),
+            }
+            assert!(Instant::now() < deadline, "not stored in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let size = data.len() as u64;
+        assert_eq!(contract::read(b_store.as_ref(), &d, 0..size).await, data);
+        // Asked once more: stored, no second copy.
+        assert_eq!(b_tier.replica(&d, a_id).await, Replication::Stored);
+
+        // A push through A's tier (replicas = 2) is acknowledged only once
+        // B holds it, though B answers every request before its copy ends.
+        let data = contract::random_bytes(5 << 20);
+        let d = loop {
+            // B joins A's swarm in the background; until then A has no one
+            // to copy to and the commit fails.
+            let id = contract::session(a_tier.as_ref()).await;
+            let n = contract::patch(a_tier.as_ref(), &id, 0, &data).await;
+            let d = contract::sha256(&data);
+            match a_tier.commit_upload(&id, &d, n).await {
+                Ok(()) => break d,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let size = data.len() as u64;
+        assert_eq!(b_store.stat(&d).await.unwrap(), Some(size));
+        assert_eq!(contract::read(b_store.as_ref(), &d, 0..size).await, data);
     }
 }
