@@ -217,9 +217,7 @@ mod tests {
     use crate::registry::digest::Digest;
 
     fn data(n: usize) -> Vec<u8> {
-        (0..n as u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
-            .collect()
+        crate::storage::contract::bytes(n as u64, n)
     }
 
     #[test]
