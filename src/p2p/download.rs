@@ -875,7 +875,7 @@ async fn verify_and_store(
 
 /// Equally rare pieces are picked at random among the lowest this many:
 /// the blob fills roughly in order (clients streaming it move along during
-/// the download) while simultaneous
-/// downloaders still take different pieces from a common source and so
-/// have something to trade (all taking the lowest one starves the swarm).
+/// the download) while simultaneous downloaders still take different
+/// pieces from a common source and so have something to trade (all taking
+/// the lowest one starves the swarm).
 const PICK_SPREAD: usize = 4;
