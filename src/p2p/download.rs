@@ -261,8 +261,9 @@ impl PeerInfo {
 }
 
 fn peer_key(peer: &PeerId) -> u64 {
-    let h = blake3::hash(&peer.to_bytes());
-    u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap())
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(peer.to_bytes());
+    u64::from_le_bytes(h[..8].try_into().unwrap())
 }
 
 /// Rendezvous score of a peer for a piece (splitmix64 of both).
