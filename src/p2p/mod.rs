@@ -21,7 +21,8 @@
 //!   progress.
 //! - `download`: the `Downloader`: parallel, rarest-first piece fetching
 //!   from providers with per-piece verification, banning of peers that
-//!   serve bad bytes, origin fallback, and a final whole-digest check.
+//!   serve bad bytes, and origin fallback; the last piece's check is the
+//!   whole-digest check.
 //! - `hub`: the hub's membership: its node over the blob store, piece
 //!   tables of stored blobs, tickets.
 //! - `tier`: the swarm storage tier of hub nodes on their own disks.

@@ -34,7 +34,7 @@ pub trait PieceSink: Send + Sync + 'static {
 /// system takes it: a buffered write costs the kernel a page-cache copy,
 /// buffer heads and writeback for every page (here 2.2 s of CPU per GiB on
 /// ext4 against 0.05 s direct), and every agent of a wave writes the whole
-/// blob. Reads (peers, clients, the final hash) map the page cache, which
+/// blob. Reads (peers, clients) map the page cache, which
 /// the kernel keeps coherent with direct writes; pieces are written once
 /// and read only once verified and stored, so mapped bytes never change.
 pub struct FileSink {
@@ -133,8 +133,8 @@ impl PieceSink for FileSink {
         self.file.write_all_at(&bytes[done..], offset + done as u64)
     }
 
-    /// A mapped window, not a copy: the final hash and the noise
-    /// encryption of pieces served to peers read the page cache directly.
+    /// A mapped window, not a copy: the noise encryption of pieces served
+    /// to peers reads the page cache directly.
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         let end = offset.checked_add(len as u64);
         if end.is_none_or(|e| e > self.size) {
