@@ -203,8 +203,7 @@ fn machine_busy_secs() -> f64 {
         .collect();
     // user nice system idle iowait irq softirq steal …
     let busy: u64 = f.iter().take(8).sum::<u64>() - f[3] - f[4];
-    // SAFETY: sysconf has no preconditions.
-    busy as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+    busy as f64 / clock_ticks_per_sec()
 }
 
 /// CPU spent during a wave: by the agents, the hub, the clients (this

@@ -54,6 +54,13 @@ pub fn state_len(algorithm: Algorithm) -> usize {
 }
 
 impl State {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            State::Sha256(_) => Algorithm::Sha256,
+            State::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
     /// The standard initial state.
     pub fn initial(algorithm: Algorithm) -> State {
         match algorithm {
@@ -75,10 +82,7 @@ impl State {
     /// `tail` this state has absorbed: absorbs `tail`, pads, and returns
     /// the digest bytes.
     pub fn finish(mut self, tail: &[u8], total: u64) -> Vec<u8> {
-        let block = match self {
-            State::Sha256(_) => 64,
-            State::Sha512(_) => 128,
-        };
+        let block = block_len(self.algorithm());
         let whole = tail.len() / block * block;
         self.absorb(&tail[..whole]);
         // The rest, 0x80, zeros, then the length in bits (big-endian, in

@@ -93,29 +93,29 @@ impl HubSwarm {
     /// The swarm storage tier over `inner` (this node's own store, the
     /// one the node serves pieces from); peers' replicate requests go to it.
     pub fn tier(&self, replicas: usize) -> Arc<SwarmTier> {
-        self.tier_from(|t| t, replicas)
-    }
-
-    /// [`tier`](Self::tier), the tier adjusted by `adjust` first.
-    fn tier_from(
-        &self,
-        adjust: impl FnOnce(SwarmTier) -> SwarmTier,
-        replicas: usize,
-    ) -> Arc<SwarmTier> {
-        let tier = Arc::new(adjust(SwarmTier::new(
-            self.tables.store.clone(),
-            self.node.handle(),
-            self.issuer.clone(),
-            replicas,
-        )));
-        let _ = self.tables.tier.set(Arc::downgrade(&tier));
-        tier
+        self.install_tier(self.new_tier(replicas))
     }
 
     /// A tier that answers replicate requests within `d` (tests).
     #[cfg(test)]
     pub fn tier_answering_within(&self, replicas: usize, d: Duration) -> Arc<SwarmTier> {
-        self.tier_from(|t| t.answering_within(d), replicas)
+        self.install_tier(self.new_tier(replicas).answering_within(d))
+    }
+
+    fn new_tier(&self, replicas: usize) -> SwarmTier {
+        SwarmTier::new(
+            self.tables.store.clone(),
+            self.node.handle(),
+            self.issuer.clone(),
+            replicas,
+        )
+    }
+
+    /// Makes `tier` the one that answers peers' replicate requests.
+    fn install_tier(&self, tier: SwarmTier) -> Arc<SwarmTier> {
+        let tier = Arc::new(tier);
+        let _ = self.tables.tier.set(Arc::downgrade(&tier));
+        tier
     }
 
     pub fn stats(&self) -> Arc<Stats> {

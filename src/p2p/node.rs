@@ -457,8 +457,10 @@ impl NodeHandle {
     }
 
     /// The piece table of `digest` held by `peer` (a hub node), checked to
-    /// be well-formed and about `digest`; a table from a lying peer makes
-    /// no forged piece pass, since the last piece must hash to the digest.
+    /// be well-formed and about `digest`. A lying peer's table can make
+    /// forged pieces before the last pass, but not the last one, which must
+    /// hash to the digest: a download against it fails, it never succeeds
+    /// with forged bytes.
     pub async fn fetch_table(
         &self,
         peer: PeerId,

@@ -5,11 +5,13 @@
 //! the blob's digest itself, hashing each byte once.
 //!
 //! The hub computes the table once per committed blob (streaming, one
-//! block of state) and hands it to pullers over authenticated HTTP. The
-//! table's states need no trust: a piece passes only if it hashes from the
+//! block of state) and hands it to pullers over authenticated HTTP, which
+//! makes each piece check as good as the hub. The whole blob needs no
+//! trust in the table at all: a piece passes only if it hashes from the
 //! state at its start to the state at its end, the first starting from the
 //! standard initial state and the last ending in the digest, so pieces
-//! that all pass are the blob.
+//! that all pass are the blob (a forged table lets forged pieces before
+//! the last through, never the last).
 
 use std::fmt;
 use std::io;

@@ -336,12 +336,12 @@ impl Agent {
         tail(&self.dir.path().join("agent.log"), 40)
     }
 
-    /// Peak resident set (VmHWM) in KiB, while running.
     /// CPU seconds (user + system) the agent process has used.
     pub fn cpu_secs(&self) -> f64 {
         cpu_secs(self.pid())
     }
 
+    /// Peak resident set (VmHWM) in KiB, while running.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
@@ -547,7 +547,11 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15, i.e. 11 and 12 here.
+    (ticks(11) + ticks(12)) as f64 / clock_ticks_per_sec()
+}
+
+/// The unit of the CPU times in `/proc`.
+pub fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 / hz
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
