@@ -136,7 +136,7 @@ pub fn sendfile(sock: RawFd, file: &File, offset: u64, len: usize) -> std::io::R
     }
 }
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     let p = PAGE.load(Ordering::Relaxed);
     if p != 0 {

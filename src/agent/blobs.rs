@@ -3,7 +3,8 @@
 //! no reason to hand it to a client the hub would refuse). Cached blobs
 //! are sent from their file (memory-mapped windows, which the server
 //! sends with `sendfile`); others are fetched through the swarm and
-//! streamed as their pieces are verified, in order.
+//! streamed as their pieces are verified, in order (from memory while
+//! the download still holds them).
 
 use std::fs::File;
 use std::io;
@@ -255,7 +256,7 @@ fn fetch_stream(
             fetch.ready(index).await?;
             let piece_end = fetch.table.piece_range(index).end;
             let len = (end.min(piece_end) - pos).min(WINDOW);
-            let bytes = crate::zerocopy::map_file(&fetch.file, pos, len as usize)?;
+            let bytes = fetch.window(pos, len as usize)?;
             AgentStats::add(&stats.bytes_to_clients, len);
             Ok(Some((bytes, pos + len)))
         }

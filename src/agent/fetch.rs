@@ -6,12 +6,13 @@
 //! once the whole blob hashed to its digest. A complete blob moves into
 //! the cache and stays announced; a failed one is dropped and withdrawn.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use libp2p::PeerId;
 use tokio::sync::watch;
 
@@ -39,11 +40,56 @@ pub struct Fetch {
     pub file: Arc<File>,
     have: Mutex<Bitfield>,
     status: watch::Sender<(u64, Status)>,
+    /// The pieces stored last, still in memory.
+    recent: Recent,
+}
+
+/// Pieces kept in memory after they are stored, most recent last.
+const RECENT_PIECES: usize = 8;
+
+/// The pieces a download stored last, kept in memory after they are
+/// written: the local client reads at the download's frontier and peers
+/// ask for a piece soon after it is announced, so most reads of a piece
+/// are answered from here. The file would answer them from the disk (the
+/// direct writes leave the pieces out of the page cache), which cost a
+/// solo agent a fifth of its CPU for its client alone.
+#[derive(Default)]
+struct Recent {
+    pieces: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+impl Recent {
+    fn keep(&self, offset: u64, bytes: Bytes) {
+        let mut pieces = self.pieces.lock().unwrap();
+        if pieces.len() == RECENT_PIECES {
+            pieces.pop_front();
+        }
+        pieces.push_back((offset, bytes));
+    }
+
+    /// `len` bytes at `offset` if one kept piece holds them all.
+    fn get(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let pieces = self.pieces.lock().unwrap();
+        pieces.iter().rev().find_map(|(start, bytes)| {
+            let from = offset.checked_sub(*start)? as usize;
+            (from + len <= bytes.len()).then(|| bytes.slice(from..from + len))
+        })
+    }
 }
 
 impl Fetch {
     pub fn has(&self, index: u32) -> bool {
         self.have.lock().unwrap().get(index)
+    }
+
+    /// `len` verified bytes at `offset` (the caller waited until they
+    /// are `ready`): from memory if they were stored lately, else mapped
+    /// from the file (which the server sends with `sendfile`).
+    pub fn window(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        match self.recent.get(offset, len) {
+            Some(bytes) => Ok(bytes),
+            None => crate::zerocopy::map_file(&self.file, offset, len),
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<(u64, Status)> {
@@ -89,19 +135,23 @@ struct ProgressSink {
 }
 
 impl PieceSink for ProgressSink {
-    fn put(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn put(&self, offset: u64, bytes: &Bytes) -> io::Result<()> {
         self.file.put(offset, bytes)?;
         let table = &self.fetch.table;
         let index = (offset / table.piece_size as u64) as u32;
         if table.piece_range(index) == (offset..offset + bytes.len() as u64) {
+            self.fetch.recent.keep(offset, bytes.clone());
             self.fetch.have.lock().unwrap().set(index, true);
             self.fetch.bump();
         }
         Ok(())
     }
 
-    fn read(&self, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
-        self.file.read(offset, len)
+    fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        match self.fetch.recent.get(offset, len) {
+            Some(bytes) => Ok(bytes),
+            None => self.file.read(offset, len),
+        }
     }
 }
 
@@ -158,6 +208,7 @@ impl Fetcher {
             file: read,
             have: Mutex::new(Bitfield::new(table.piece_count())),
             status: watch::channel((0, Status::Running)).0,
+            recent: Recent::default(),
         });
         {
             let mut running = self.running.lock().unwrap();

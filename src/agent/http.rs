@@ -119,6 +119,27 @@ impl Response {
         Ok(out.freeze())
     }
 
+    /// The whole body into `out`, which it must fill exactly: a body of
+    /// that announced length (as the hub sends ranges), read straight
+    /// from the socket.
+    pub async fn body_into(mut self, out: &mut [u8]) -> io::Result<()> {
+        if self.content_length() != Some(out.len() as u64) {
+            return Err(bad(format!(
+                "expected a body of {} bytes, announced {:?}",
+                out.len(),
+                self.content_length()
+            )));
+        }
+        let mut filled = 0;
+        while filled < out.len() {
+            match timed(self.body.io.read(&mut out[filled..])).await? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => filled += n,
+            }
+        }
+        Ok(())
+    }
+
     /// The body as a stream of chunks.
     pub fn into_stream(self) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         futures_util::stream::try_unfold(self.body, |mut body| async move {

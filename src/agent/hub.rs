@@ -14,6 +14,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 
 use super::http::{self, Endpoint, Response};
+use crate::p2p::buffers::PieceBuf;
 use crate::p2p::{Origin, PieceTable};
 use crate::registry::digest::Digest;
 use crate::registry::name::RepoName;
@@ -192,6 +193,11 @@ impl Origin for HubOrigin {
             206 => {}
             200 if range.start == 0 && r.content_length() == Some(len) => {}
             s => anyhow::bail!("hub answered {s} to a range of {}", self.digest),
+        }
+        if r.content_length() == Some(len) {
+            let mut buf = PieceBuf::new(len as usize)?;
+            r.body_into(buf.as_mut_slice()).await?;
+            return Ok(buf.freeze());
         }
         let bytes = r.bytes(len as usize).await?;
         if bytes.len() as u64 != len {

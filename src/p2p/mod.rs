@@ -2,6 +2,8 @@
 //! other so a wave of pulls of one image is served mostly by the pullers
 //! themselves, not by the hub's storage.
 //!
+//! - `buffers`: reused page-aligned buffers that received pieces are read
+//!   into.
 //! - `chain`: SHA-2 states at piece boundaries, which check each piece on
 //!   its own and, with the last, the blob's digest.
 //! - `piece`: piece tables (fixed-size pieces and the `chain` state at each
@@ -37,6 +39,7 @@
 //! Architecture invariant: memory is bounded by the in-flight pieces
 //! (concurrency × piece size), never by the blob size.
 
+pub mod buffers;
 pub mod chain;
 pub mod download;
 pub mod hub;

@@ -317,9 +317,10 @@ pub async fn read_response<T: AsyncRead + Unpin>(
             if len > max_piece {
                 return Err(bad("piece too large"));
             }
-            Ok(Response::Piece(Bytes::from(
-                read_vec(io, len as usize).await?,
-            )))
+            // Into a reused buffer: no zeroing, no fresh pages.
+            let mut buf = super::buffers::PieceBuf::new(len as usize)?;
+            io.read_exact(buf.as_mut_slice()).await?;
+            Ok(Response::Piece(buf.freeze()))
         }
         STATUS_TABLE => {
             let len = read_u32(io).await?;

@@ -21,7 +21,9 @@ use crate::registry::digest::Digest;
 /// blocking threads; calls for different pieces may run concurrently.
 pub trait PieceSink: Send + Sync + 'static {
     /// Stores a verified piece that starts at byte `offset` of the blob.
-    fn put(&self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// The bytes are shared, not copied: a sink may keep them (to serve
+    /// them again without reading them back).
+    fn put(&self, offset: u64, bytes: &Bytes) -> io::Result<()>;
 
     /// Reads back `len` bytes at `offset`, all within stored pieces (to
     /// serve them to peers, and to hash the whole blob).
@@ -97,14 +99,22 @@ impl FileSink {
         self.file.sync_data()
     }
 
-    /// Writes the whole pages of `bytes` at `offset` (aligned) directly,
-    /// through a small aligned buffer; returns how many bytes it wrote (0
-    /// if it could not).
+    /// Writes the whole pages of `bytes` at `offset` (aligned) directly:
+    /// from `bytes` itself if it is aligned in memory (pieces received
+    /// into `PieceBuf`s), else through a small aligned buffer; returns how
+    /// many bytes it wrote (0 if it could not).
     fn put_direct(&self, offset: u64, bytes: &[u8]) -> usize {
         let Some(direct) = &self.direct else { return 0 };
         let len = bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         if len == 0 || !(offset as usize).is_multiple_of(DIRECT_ALIGN) {
             return 0;
+        }
+        if (bytes.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
+            return match direct.write_all_at(&bytes[..len], offset) {
+                Ok(()) => len,
+                // Written again buffered.
+                Err(_) => 0,
+            };
         }
         ALIGNED.with_borrow_mut(|buf| {
             if buf.is_empty() {
@@ -128,7 +138,7 @@ impl FileSink {
 }
 
 impl PieceSink for FileSink {
-    fn put(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn put(&self, offset: u64, bytes: &Bytes) -> io::Result<()> {
         let done = self.put_direct(offset, bytes);
         self.file.write_all_at(&bytes[done..], offset + done as u64)
     }
@@ -167,7 +177,7 @@ impl MemorySink {
 }
 
 impl PieceSink for MemorySink {
-    fn put(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn put(&self, offset: u64, bytes: &Bytes) -> io::Result<()> {
         let mut d = self.data.lock().unwrap();
         let end = offset as usize + bytes.len();
         if end > d.len() {
@@ -326,7 +336,8 @@ impl std::fmt::Debug for Seeding {
 mod tests {
     use super::*;
 
-    /// Pieces of every shape (aligned and not, beyond one direct chunk,
+    /// Pieces of every shape (aligned and not, in the file and in memory,
+    /// beyond one direct chunk,
     /// shorter than a page, the blob's tail) read back as written, in
     /// any order, whether or not the file system takes direct writes.
     #[test]
@@ -342,8 +353,17 @@ mod tests {
             (4203, DIRECT_CHUNK as u64),
             (DIRECT_CHUNK as u64, DIRECT_CHUNK as u64 + 8192),
         ];
-        for (a, b) in pieces {
-            sink.put(a, &data[a as usize..b as usize]).unwrap();
+        for (i, (a, b)) in pieces.into_iter().enumerate() {
+            let piece = &data[a as usize..b as usize];
+            // Every other piece from an aligned buffer, as received pieces.
+            let bytes = if i % 2 == 0 {
+                let mut buf = crate::p2p::buffers::PieceBuf::new(piece.len()).unwrap();
+                buf.as_mut_slice().copy_from_slice(piece);
+                buf.freeze()
+            } else {
+                Bytes::copy_from_slice(piece)
+            };
+            sink.put(a, &bytes).unwrap();
         }
         sink.sync().unwrap();
         assert!(sink.read(0, size as usize).unwrap()[..] == data[..]);
