@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -19,6 +18,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::p2p::buffers::{PieceBuf, open_direct};
 use crate::p2p::{Have, PieceSource, PieceTable};
 use crate::registry::digest::Digest;
 
@@ -251,10 +251,8 @@ impl PieceSource for CacheSource {
         let range = table.piece_range(index);
         let path = self.0.blob_path(digest);
         tokio::task::spawn_blocking(move || {
-            let f = File::open(path).ok()?;
-            let mut buf = vec![0u8; (range.end - range.start) as usize];
-            f.read_exact_at(&mut buf, range.start).ok()?;
-            Some(Bytes::from(buf))
+            let f = open_direct(&path).ok()?;
+            PieceBuf::read_at(&f, range.start, (range.end - range.start) as usize).ok()
         })
         .await
         .ok()?

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::cache::Cache;
 use super::hub::{Hub, HubOrigin, Pieces};
+use crate::p2p::buffers::{PieceBuf, open_direct};
 use crate::p2p::{
     Bitfield, Download, Downloader, FileSink, NodeHandle, PieceSink, PieceTable, Ticket,
 };
@@ -35,9 +36,10 @@ pub enum Status {
 /// One download in progress, as its readers see it.
 pub struct Fetch {
     pub table: Arc<PieceTable>,
-    /// The download's file, opened for reading (valid after the file is
-    /// renamed into the cache or removed).
-    pub file: Arc<File>,
+    /// The download's file, opened for reading with `O_DIRECT` where the
+    /// file system takes it (the pieces were written so, around the page
+    /// cache); valid after the file is renamed into the cache or removed.
+    direct: File,
     have: Mutex<Bitfield>,
     status: watch::Sender<(u64, Status)>,
     /// The pieces stored last, still in memory.
@@ -83,12 +85,12 @@ impl Fetch {
     }
 
     /// `len` verified bytes at `offset` (the caller waited until they
-    /// are `ready`): from memory if they were stored lately, else mapped
-    /// from the file (which the server sends with `sendfile`).
+    /// are `ready`): from memory if they were stored lately, else read
+    /// back from the file.
     pub fn window(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         match self.recent.get(offset, len) {
             Some(bytes) => Ok(bytes),
-            None => crate::zerocopy::map_file(&self.file, offset, len),
+            None => PieceBuf::read_at(&self.direct, offset, len),
         }
     }
 
@@ -200,12 +202,9 @@ impl Fetcher {
         let digest = table.digest.clone();
         let path = self.cache.temp_path(&digest);
         let sink_file = FileSink::create(&path, table.size)?;
-        let read = File::open(&path)?;
-        crate::p2p::sink::no_readahead(&read);
-        let read = Arc::new(read);
         let fetch = Arc::new(Fetch {
             table: table.clone(),
-            file: read,
+            direct: open_direct(&path)?,
             have: Mutex::new(Bitfield::new(table.piece_count())),
             status: watch::channel((0, Status::Running)).0,
             recent: Recent::default(),

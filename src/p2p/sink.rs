@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use libp2p::PeerId;
 
+use super::buffers::PieceBuf;
 use super::piece::{Bitfield, PieceTable};
 use super::protocol::Have;
 use crate::registry::digest::Digest;
@@ -36,9 +37,12 @@ pub trait PieceSink: Send + Sync + 'static {
 /// system takes it: a buffered write costs the kernel a page-cache copy,
 /// buffer heads and writeback for every page (here 2.2 s of CPU per GiB on
 /// ext4 against 0.05 s direct), and every agent of a wave writes the whole
-/// blob. Reads (peers, clients) map the page cache, which
-/// the kernel keeps coherent with direct writes; pieces are written once
-/// and read only once verified and stored, so mapped bytes never change.
+/// blob. Reads are direct too (into reused buffers, `PieceBuf::read_at`):
+/// through the page cache every agent would read the whole blob back
+/// into it a page at a time. Where the file system refuses `O_DIRECT`,
+/// writes are buffered and reads map the page cache; pieces are written
+/// once and read only once verified and stored, so mapped bytes never
+/// change.
 pub struct FileSink {
     file: Arc<File>,
     size: u64,
@@ -58,11 +62,11 @@ thread_local! {
 }
 
 /// Turns readahead off for `file` (this open file, not others of the same
-/// path): a download file fills out of order and its unwritten ranges are
-/// holes, which readahead past a verified piece would read and zero into
-/// the page cache, only for the next direct write to drop them again (9%
-/// of a solo agent's CPU went there, serving its client by `sendfile`).
-pub fn no_readahead(file: &std::fs::File) {
+/// path), which reads through the page cache only where the file system
+/// refuses `O_DIRECT`: a download file fills out of order and its
+/// unwritten ranges are holes, which readahead past a verified piece would
+/// read and zero into the page cache for nothing.
+fn no_readahead(file: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: posix_fadvise only reads its arguments; an error leaves
     // readahead as it was.
@@ -86,6 +90,7 @@ impl FileSink {
         let direct = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .custom_flags(libc::O_DIRECT)
                 .open(path)
@@ -143,8 +148,8 @@ impl PieceSink for FileSink {
         self.file.write_all_at(&bytes[done..], offset + done as u64)
     }
 
-    /// A mapped window, not a copy: the noise encryption of pieces served
-    /// to peers reads the page cache directly.
+    /// Read directly (as written) where the file system allows it, else
+    /// a mapped window of the page cache.
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         let end = offset.checked_add(len as u64);
         if end.is_none_or(|e| e > self.size) {
@@ -153,7 +158,10 @@ impl PieceSink for FileSink {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        crate::zerocopy::map_file_populated(&self.file, offset, len)
+        match &self.direct {
+            Some(direct) => PieceBuf::read_at(direct, offset, len),
+            None => crate::zerocopy::map_file_populated(&self.file, offset, len),
+        }
     }
 }
 
