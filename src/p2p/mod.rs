@@ -27,6 +27,7 @@
 //!   whole-digest check.
 //! - `hub`: the hub's membership: its node over the blob store, piece
 //!   tables of stored blobs, tickets.
+//! - `transport`: noise over a buffered socket (TCP connections).
 //! - `tier`: the swarm storage tier of hub nodes on their own disks.
 //! - `metrics`: the Prometheus text of a node's counters.
 //!
@@ -50,6 +51,7 @@ pub mod protocol;
 pub mod sink;
 pub mod ticket;
 pub mod tier;
+pub mod transport;
 
 #[cfg(test)]
 mod tests;

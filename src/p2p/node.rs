@@ -27,8 +27,7 @@ use libp2p::request_response::{
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, mdns, noise, ping, tcp,
-    yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify, mdns, ping, tcp,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -37,6 +36,7 @@ use super::piece::{MAX_PIECE_SIZE, PieceTable};
 use super::protocol::{ErrorCode, Have, PROTOCOL, PieceCodec, Request, Response};
 use super::sink::Partials;
 use super::ticket::{Ticket, TicketVerifier};
+use super::transport::{BufferedNoise, Yamux};
 use super::{PieceSource, Replication, Stats};
 use crate::registry::digest::Digest;
 
@@ -232,8 +232,8 @@ impl Node {
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
+                BufferedNoise::new,
+                Yamux::new,
             )
             .map_err(|e| transport_err(&e))?
             .with_quic()

@@ -1,0 +1,227 @@
+//! The upgrades of the node's TCP connections: noise over a socket read
+//! through a buffer, and yamux with bigger frames.
+//!
+//! Noise's frame reader asks its socket for at most 8 KiB at a time, so
+//! every 8 KiB of pieces cost a `recv` (and the kernel's per-call socket
+//! work); read through a 256 KiB buffer, one `recv` takes whatever has
+//! arrived and the frame reader's reads are copies out of it.
+//!
+//! yamux flushes its socket after every frame, and libp2p-yamux keeps
+//! yamux's default of 16 KiB frames (and does not expose the setting), so
+//! a piece went out as 16 KiB noise frames, each its own `send` and TCP
+//! segment train through the kernel. With 256 KiB frames, noise fills
+//! 64 KiB frames and writes 128 KiB at a time. `Muxer` is libp2p-yamux's
+//! adapter (MIT, Parity Technologies) over a yamux config of our own.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
+use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
+use libp2p::futures::io::BufReader;
+use libp2p::futures::{AsyncRead, AsyncWrite};
+use libp2p::{PeerId, identity, noise};
+
+/// Bytes read from the socket at most per `recv`.
+const READ_BUFFER: usize = 256 << 10;
+/// Largest yamux frame sent (a stream's send window bounds it too).
+const FRAME: usize = 256 << 10;
+
+/// `noise::Config` over a buffered socket.
+#[derive(Clone)]
+pub struct BufferedNoise(noise::Config);
+
+impl BufferedNoise {
+    pub fn new(key: &identity::Keypair) -> Result<Self, noise::Error> {
+        noise::Config::new(key).map(BufferedNoise)
+    }
+}
+
+impl UpgradeInfo for BufferedNoise {
+    type Info = <noise::Config as UpgradeInfo>::Info;
+    type InfoIter = <noise::Config as UpgradeInfo>::InfoIter;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.0.protocol_info()
+    }
+}
+
+impl<C> InboundConnectionUpgrade<C> for BufferedNoise
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = (PeerId, noise::Output<BufReader<C>>);
+    type Error = noise::Error;
+    type Future = <noise::Config as InboundConnectionUpgrade<BufReader<C>>>::Future;
+
+    fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
+        self.0
+            .upgrade_inbound(BufReader::with_capacity(READ_BUFFER, socket), info)
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for BufferedNoise
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = (PeerId, noise::Output<BufReader<C>>);
+    type Error = noise::Error;
+    type Future = <noise::Config as OutboundConnectionUpgrade<BufReader<C>>>::Future;
+
+    fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
+        self.0
+            .upgrade_outbound(BufReader::with_capacity(READ_BUFFER, socket), info)
+    }
+}
+
+/// yamux with `FRAME`-sized frames.
+#[derive(Clone)]
+pub struct Yamux(yamux::Config);
+
+impl Yamux {
+    pub fn new() -> Self {
+        let mut config = yamux::Config::default();
+        config.set_split_send_size(FRAME);
+        Yamux(config)
+    }
+}
+
+impl UpgradeInfo for Yamux {
+    type Info = &'static str;
+    type InfoIter = std::iter::Once<Self::Info>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        std::iter::once("/yamux/1.0.0")
+    }
+}
+
+impl<C> InboundConnectionUpgrade<C> for Yamux
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Muxer<C>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Muxer<C>, std::io::Error>>;
+
+    fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
+        std::future::ready(Ok(Muxer::new(yamux::Connection::new(
+            socket,
+            self.0,
+            yamux::Mode::Server,
+        ))))
+    }
+}
+
+impl<C> OutboundConnectionUpgrade<C> for Yamux
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Muxer<C>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Muxer<C>, std::io::Error>>;
+
+    fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
+        std::future::ready(Ok(Muxer::new(yamux::Connection::new(
+            socket,
+            self.0,
+            yamux::Mode::Client,
+        ))))
+    }
+}
+
+/// Inbound streams held while the swarm is not asking for them; beyond
+/// this many they are dropped (yamux's own backlog of unacknowledged
+/// streams, which peers respect).
+const MAX_BUFFERED_INBOUND: usize = 256;
+
+/// A yamux connection as libp2p's `StreamMuxer`.
+pub struct Muxer<C> {
+    connection: yamux::Connection<C>,
+    /// Inbound streams that arrived while the swarm polled the connection
+    /// as a whole (`poll`), for `poll_inbound`.
+    inbound: VecDeque<yamux::Stream>,
+    inbound_waker: Option<Waker>,
+}
+
+impl<C> Muxer<C> {
+    fn new(connection: yamux::Connection<C>) -> Self {
+        Muxer {
+            connection,
+            inbound: VecDeque::new(),
+            inbound_waker: None,
+        }
+    }
+}
+
+impl<C> Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<yamux::Stream, yamux::ConnectionError>> {
+        match self.connection.poll_next_inbound(cx) {
+            Poll::Ready(Some(r)) => Poll::Ready(r),
+            Poll::Ready(None) => Poll::Ready(Err(yamux::ConnectionError::Closed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<C> StreamMuxer for Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    type Substream = yamux::Stream;
+    type Error = yamux::ConnectionError;
+
+    fn poll_inbound(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        if let Some(stream) = self.inbound.pop_front() {
+            return Poll::Ready(Ok(stream));
+        }
+        if let Poll::Ready(r) = self.poll_next(cx) {
+            return Poll::Ready(r);
+        }
+        self.inbound_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_outbound(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Self::Substream, Self::Error>> {
+        self.connection.poll_new_outbound(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.connection.poll_close(cx)
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
+        let this = self.get_mut();
+        let stream = match this.poll_next(cx) {
+            Poll::Ready(r) => r?,
+            Poll::Pending => return Poll::Pending,
+        };
+        if this.inbound.len() >= MAX_BUFFERED_INBOUND {
+            tracing::warn!(%stream, "p2p: dropping an inbound stream: too many waiting");
+            drop(stream);
+        } else {
+            this.inbound.push_back(stream);
+            if let Some(waker) = this.inbound_waker.take() {
+                waker.wake();
+            }
+        }
+        // Come back at once: the connection makes progress only when polled.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
