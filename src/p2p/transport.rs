@@ -3,14 +3,16 @@
 //!
 //! Noise's frame reader asks its socket for at most 8 KiB at a time, so
 //! every 8 KiB of pieces cost a `recv` (and the kernel's per-call socket
-//! work); read through a 256 KiB buffer, one `recv` takes whatever has
-//! arrived and the frame reader's reads are copies out of it.
+//! work); read through a 64 KiB buffer, one `recv` takes up to a whole
+//! noise frame and the frame reader's reads are copies out of it. (The
+//! buffer lives as long as the connection: a hub node has one per
+//! connected agent, so it stays small.)
 //!
 //! yamux flushes its socket after every frame, and libp2p-yamux keeps
 //! yamux's default of 16 KiB frames (and does not expose the setting), so
 //! a piece went out as 16 KiB noise frames, each its own `send` and TCP
 //! segment train through the kernel. With 256 KiB frames, noise fills
-//! 64 KiB frames and writes 128 KiB at a time. `Muxer` is libp2p-yamux's
+//! 64 KiB frames and writes up to 128 KiB at a time. `Muxer` is libp2p-yamux's
 //! adapter (MIT, Parity Technologies) over a yamux config of our own.
 
 use std::collections::VecDeque;
@@ -24,7 +26,7 @@ use libp2p::futures::{AsyncRead, AsyncWrite};
 use libp2p::{PeerId, identity, noise};
 
 /// Bytes read from the socket at most per `recv`.
-const READ_BUFFER: usize = 256 << 10;
+const READ_BUFFER: usize = 64 << 10;
 /// Largest yamux frame sent (a stream's send window bounds it too).
 const FRAME: usize = 256 << 10;
 
