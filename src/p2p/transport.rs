@@ -87,7 +87,13 @@ impl Yamux {
         config.set_split_send_size(FRAME);
         Yamux(config)
     }
+
+    fn connect<C: AsyncRead + AsyncWrite + Unpin>(self, socket: C, mode: yamux::Mode) -> Ready<C> {
+        std::future::ready(Ok(Muxer::new(yamux::Connection::new(socket, self.0, mode))))
+    }
 }
+
+type Ready<C> = std::future::Ready<Result<Muxer<C>, std::io::Error>>;
 
 impl UpgradeInfo for Yamux {
     type Info = &'static str;
@@ -104,14 +110,10 @@ where
 {
     type Output = Muxer<C>;
     type Error = std::io::Error;
-    type Future = std::future::Ready<Result<Muxer<C>, std::io::Error>>;
+    type Future = Ready<C>;
 
     fn upgrade_inbound(self, socket: C, _: Self::Info) -> Self::Future {
-        std::future::ready(Ok(Muxer::new(yamux::Connection::new(
-            socket,
-            self.0,
-            yamux::Mode::Server,
-        ))))
+        self.connect(socket, yamux::Mode::Server)
     }
 }
 
@@ -121,14 +123,10 @@ where
 {
     type Output = Muxer<C>;
     type Error = std::io::Error;
-    type Future = std::future::Ready<Result<Muxer<C>, std::io::Error>>;
+    type Future = Ready<C>;
 
     fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
-        std::future::ready(Ok(Muxer::new(yamux::Connection::new(
-            socket,
-            self.0,
-            yamux::Mode::Client,
-        ))))
+        self.connect(socket, yamux::Mode::Client)
     }
 }
 
