@@ -12,7 +12,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use memmap2::MmapMut;
@@ -24,6 +26,31 @@ use crate::zerocopy::page_size;
 const POOL_BYTES: usize = 32 << 20;
 
 static POOL: Mutex<Vec<MmapMut>> = Mutex::new(Vec::new());
+
+/// Free buffers are unmapped once no buffer was taken for this long, so
+/// an idle agent holds none.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// When a buffer was last taken, in milliseconds since `epoch()`.
+static LAST_TAKEN: AtomicU64 = AtomicU64::new(0);
+
+fn epoch_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Unmaps the free buffers if none was taken lately (called by the node
+/// every tick).
+pub fn trim_idle() {
+    if epoch_ms().saturating_sub(LAST_TAKEN.load(Ordering::Relaxed)) < IDLE.as_millis() as u64 {
+        return;
+    }
+    let freed = {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *pool)
+    };
+    drop(freed);
+}
 
 /// A buffer of exactly `len` bytes to fill (its contents are whatever a
 /// previous piece left: callers overwrite all of it).
@@ -38,6 +65,7 @@ impl PieceBuf {
     /// count is free.
     pub fn new(len: usize) -> io::Result<PieceBuf> {
         let cap = len.max(1).next_multiple_of(page_size());
+        LAST_TAKEN.store(epoch_ms(), Ordering::Relaxed);
         let reused = {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
             pool.iter()

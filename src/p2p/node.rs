@@ -576,7 +576,10 @@ impl Driver {
                     None => break,
                 },
                 Some(s) = served.recv() => self.on_served(s),
-                _ = tick.tick() => self.expire_provider_queries(),
+                _ = tick.tick() => {
+                    self.expire_provider_queries();
+                    super::buffers::trim_idle();
+                }
             }
         }
     }
