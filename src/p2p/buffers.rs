@@ -31,7 +31,7 @@ static POOL: Mutex<Vec<MmapMut>> = Mutex::new(Vec::new());
 /// an idle agent holds none.
 const IDLE: Duration = Duration::from_secs(5);
 
-/// When a buffer was last taken, in milliseconds since `epoch()`.
+/// When a buffer was last taken, in milliseconds (`epoch_ms`).
 static LAST_TAKEN: AtomicU64 = AtomicU64::new(0);
 
 fn epoch_ms() -> u64 {
@@ -133,11 +133,18 @@ pub fn open_direct(path: &Path) -> io::Result<File> {
 impl Drop for PieceBuf {
     fn drop(&mut self) {
         let Some(map) = self.map.take() else { return };
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let held: usize = pool.iter().map(|m| m.len()).sum();
-        if held + map.len() <= POOL_BYTES {
-            pool.push(map);
-        }
+        let unpooled = {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let held: usize = pool.iter().map(|m| m.len()).sum();
+            if held + map.len() <= POOL_BYTES {
+                pool.push(map);
+                None
+            } else {
+                Some(map)
+            }
+        };
+        // Unmapped outside the lock.
+        drop(unpooled);
     }
 }
 
