@@ -7,7 +7,6 @@
 //! the cache and stays announced; a failed one is dropped and withdrawn.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,6 @@ use tokio::sync::watch;
 
 use super::cache::Cache;
 use super::hub::{Hub, HubOrigin, Pieces};
-use crate::p2p::buffers::{PieceBuf, open_direct};
 use crate::p2p::{
     Bitfield, Download, Downloader, FileSink, NodeHandle, PieceSink, PieceTable, Ticket,
 };
@@ -36,10 +34,9 @@ pub enum Status {
 /// One download in progress, as its readers see it.
 pub struct Fetch {
     pub table: Arc<PieceTable>,
-    /// The download's file, opened for reading with `O_DIRECT` where the
-    /// file system takes it (the pieces were written so, around the page
-    /// cache); valid after the file is renamed into the cache or removed.
-    direct: File,
+    /// The download's file (it stays valid after the file is renamed into
+    /// the cache or removed).
+    file: Arc<FileSink>,
     have: Mutex<Bitfield>,
     status: watch::Sender<(u64, Status)>,
     /// The pieces stored last, still in memory.
@@ -53,8 +50,9 @@ const RECENT_PIECES: usize = 8;
 /// written: the local client reads at the download's frontier and peers
 /// ask for a piece soon after it is announced, so most reads of a piece
 /// are answered from here. The file would answer them from the disk (the
-/// direct writes leave the pieces out of the page cache), which cost a
-/// solo agent a fifth of its CPU for its client alone.
+/// direct writes leave the pieces out of the page cache), which through
+/// the page cache cost a solo agent a fifth of its CPU for its client
+/// alone, and directly still costs a disk read.
 #[derive(Default)]
 struct Recent {
     pieces: Mutex<VecDeque<(u64, Bytes)>>,
@@ -90,7 +88,7 @@ impl Fetch {
     pub fn window(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         match self.recent.get(offset, len) {
             Some(bytes) => Ok(bytes),
-            None => PieceBuf::read_at(&self.direct, offset, len),
+            None => self.file.read(offset, len),
         }
     }
 
@@ -129,16 +127,15 @@ impl Fetch {
     }
 }
 
-/// A `FileSink` that tells the readers of its `Fetch` about every stored
-/// (verified) piece.
+/// The `Fetch`'s file, which tells the `Fetch`'s readers about every
+/// stored (verified) piece and keeps it among the recent ones.
 struct ProgressSink {
-    file: FileSink,
     fetch: Arc<Fetch>,
 }
 
 impl PieceSink for ProgressSink {
     fn put(&self, offset: u64, bytes: &Bytes) -> io::Result<()> {
-        self.file.put(offset, bytes)?;
+        self.fetch.file.put(offset, bytes)?;
         let table = &self.fetch.table;
         let index = (offset / table.piece_size as u64) as u32;
         if table.piece_range(index) == (offset..offset + bytes.len() as u64) {
@@ -150,10 +147,7 @@ impl PieceSink for ProgressSink {
     }
 
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        match self.fetch.recent.get(offset, len) {
-            Some(bytes) => Ok(bytes),
-            None => self.file.read(offset, len),
-        }
+        self.fetch.window(offset, len)
     }
 }
 
@@ -201,10 +195,9 @@ impl Fetcher {
         let table = Arc::new(p.table);
         let digest = table.digest.clone();
         let path = self.cache.temp_path(&digest);
-        let sink_file = FileSink::create(&path, table.size)?;
         let fetch = Arc::new(Fetch {
             table: table.clone(),
-            direct: open_direct(&path)?,
+            file: Arc::new(FileSink::create(&path, table.size)?),
             have: Mutex::new(Bitfield::new(table.piece_count())),
             status: watch::channel((0, Status::Running)).0,
             recent: Recent::default(),
@@ -227,7 +220,6 @@ impl Fetcher {
             }
         }
         let sink = Arc::new(ProgressSink {
-            file: sink_file,
             fetch: fetch.clone(),
         });
         let origin = HubOrigin::new(
@@ -271,7 +263,7 @@ impl Fetcher {
                 let cache = self.cache.clone();
                 let keep = cache.fits(table.size);
                 let moved = tokio::task::spawn_blocking(move || {
-                    sink.file.sync()?;
+                    fetch.file.sync()?;
                     if keep {
                         cache.insert(&path, table).map(Some)
                     } else {

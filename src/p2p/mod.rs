@@ -2,8 +2,8 @@
 //! other so a wave of pulls of one image is served mostly by the pullers
 //! themselves, not by the hub's storage.
 //!
-//! - `buffers`: reused page-aligned buffers that received pieces are read
-//!   into.
+//! - `buffers`: reused page-aligned buffers that pieces are received and
+//!   read back into.
 //! - `chain`: SHA-2 states at piece boundaries, which check each piece on
 //!   its own and, with the last, the blob's digest.
 //! - `piece`: piece tables (fixed-size pieces and the `chain` state at each
@@ -27,7 +27,8 @@
 //!   whole-digest check.
 //! - `hub`: the hub's membership: its node over the blob store, piece
 //!   tables of stored blobs, tickets.
-//! - `transport`: noise over a buffered socket (TCP connections).
+//! - `transport`: the TCP connections' upgrades: noise over a buffered
+//!   socket, yamux with 256 KiB frames.
 //! - `tier`: the swarm storage tier of hub nodes on their own disks.
 //! - `metrics`: the Prometheus text of a node's counters.
 //!
