@@ -27,8 +27,10 @@
 //!   whole-digest check.
 //! - `hub`: the hub's membership: its node over the blob store, piece
 //!   tables of stored blobs, tickets.
-//! - `transport`: the TCP connections' upgrades: noise over a buffered
-//!   socket, yamux with 256 KiB frames.
+//! - `noise`: the swarm's secure channel on TCP: libp2p's noise handshake,
+//!   AES-256-GCM messages decrypted in place.
+//! - `transport`: the TCP connections' other upgrades: libp2p's noise over
+//!   a buffered socket (for nodes without ours), yamux with 256 KiB frames.
 //! - `tier`: the swarm storage tier of hub nodes on their own disks.
 //! - `metrics`: the Prometheus text of a node's counters.
 //!
@@ -47,6 +49,7 @@ pub mod download;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod noise;
 pub mod piece;
 pub mod protocol;
 pub mod sink;

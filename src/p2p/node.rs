@@ -32,6 +32,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::noise;
 use super::piece::{MAX_PIECE_SIZE, PieceTable};
 use super::protocol::{ErrorCode, Have, PROTOCOL, PieceCodec, Request, Response};
 use super::sink::Partials;
@@ -232,7 +233,8 @@ impl Node {
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
-                BufferedNoise::new,
+                // Ours first; libp2p's for a node without it.
+                (noise::Config::new, BufferedNoise::new),
                 Yamux::new,
             )
             .map_err(|e| transport_err(&e))?

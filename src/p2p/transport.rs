@@ -1,5 +1,6 @@
-//! The upgrades of the node's TCP connections: noise over a socket read
-//! through a buffer, and yamux with bigger frames.
+//! The upgrades of the node's TCP connections besides `noise.rs`'s:
+//! libp2p's noise over a socket read through a buffer (offered second,
+//! for a node that lacks ours), and yamux with bigger frames.
 //!
 //! Noise's frame reader asks its socket for at most 8 KiB at a time, so
 //! every 8 KiB of pieces cost a `recv` (and the kernel's per-call socket
