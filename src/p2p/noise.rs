@@ -529,4 +529,68 @@ mod tests {
         assert!(matches!(x, Err(Error::Signature)), "{:?}", x.err());
         assert!(y.is_err());
     }
+
+    /// A swarm with this upgrade first and libp2p's noise second, or
+    /// with libp2p's noise only (a node without ours).
+    fn swarm(ours: bool) -> libp2p::Swarm<libp2p::ping::Behaviour> {
+        use crate::p2p::transport::{BufferedNoise, Yamux};
+        let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+        let tcp = libp2p::tcp::Config::default;
+        if ours {
+            builder
+                .with_tcp(tcp(), (Config::new, BufferedNoise::new), Yamux::new)
+                .unwrap()
+                .with_behaviour(|_| libp2p::ping::Behaviour::default())
+                .unwrap()
+                .build()
+        } else {
+            builder
+                .with_tcp(tcp(), BufferedNoise::new, Yamux::new)
+                .unwrap()
+                .with_behaviour(|_| libp2p::ping::Behaviour::default())
+                .unwrap()
+                .build()
+        }
+    }
+
+    /// Whether a node dialing another connects and pings it.
+    async fn ping(dialer_ours: bool, listener_ours: bool) {
+        use libp2p::futures::StreamExt;
+        use libp2p::swarm::SwarmEvent;
+        let (mut dialer, mut listener) = (swarm(dialer_ours), swarm(listener_ours));
+        listener
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = listener.select_next_some().await {
+                break address;
+            }
+        };
+        dialer.dial(addr).unwrap();
+        let pinged = async {
+            loop {
+                tokio::select! {
+                    e = dialer.select_next_some() => match e {
+                        SwarmEvent::Behaviour(libp2p::ping::Event { result: Ok(_), peer, .. }) => {
+                            assert_eq!(peer, *listener.local_peer_id());
+                            return;
+                        }
+                        SwarmEvent::OutgoingConnectionError { error, .. } => panic!("{error}"),
+                        _ => {}
+                    },
+                    _ = listener.select_next_some() => {}
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), pinged)
+            .await
+            .expect("no ping within 20 s");
+    }
+
+    #[tokio::test]
+    async fn nodes_with_and_without_this_channel_connect_to_each_other() {
+        ping(true, true).await;
+        ping(true, false).await;
+        ping(false, true).await;
+    }
 }
