@@ -43,8 +43,11 @@ const TAG: usize = 16;
 /// Largest plaintext per message.
 const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG;
 /// Received bytes are read into, and decrypted in, a buffer of this size
-/// (at least one whole message).
+/// (at least one whole message) once a connection carries bulk data; it
+/// starts at `FIRST_READ_BUFFER`, so the many quiet connections of a hub
+/// node stay small.
 const READ_BUFFER: usize = 256 << 10;
+const FIRST_READ_BUFFER: usize = 16 << 10;
 /// A read goes to the front of the buffer first (moving the partial
 /// message there) when less room than this is left behind the data.
 const MIN_READ: usize = 64 << 10;
@@ -257,7 +260,7 @@ pub struct Output<C> {
     io: C,
     send: CipherState,
     recv: CipherState,
-    rbuf: Box<[u8]>,
+    rbuf: Vec<u8>,
     /// Decrypted plaintext not yet read.
     plain: std::ops::Range<usize>,
     /// Received bytes not yet decrypted (the next message's start onward).
@@ -273,10 +276,10 @@ impl<C> Output<C> {
             io,
             send: CipherState::new(send),
             recv: CipherState::new(recv),
-            rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
+            rbuf: vec![0; FIRST_READ_BUFFER],
             plain: 0..0,
             pending: 0..0,
-            wbuf: Vec::with_capacity(WRITE_BUFFER + MAX_MESSAGE + 2),
+            wbuf: Vec::new(),
             written: 0,
         }
     }
@@ -353,6 +356,10 @@ impl<C: AsyncRead + Unpin> AsyncRead for Output<C> {
                 let len = this.pending.len();
                 this.rbuf.copy_within(this.pending.clone(), 0);
                 this.pending = 0..len;
+            }
+            if this.pending.end == this.rbuf.len() {
+                // Full with part of one message: a big one, or bulk data.
+                this.rbuf.resize(READ_BUFFER, 0);
             }
             let end = this.pending.end;
             let n = ready!(Pin::new(&mut this.io).poll_read(cx, &mut this.rbuf[end..]))?;
@@ -501,7 +508,7 @@ mod tests {
             io: Cursor::new(raw),
             send: CipherState::new(&[0; 32]),
             recv: std::mem::replace(&mut b.recv, CipherState::new(&[0; 32])),
-            rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
+            rbuf: vec![0; FIRST_READ_BUFFER],
             plain: 0..0,
             pending: 0..0,
             wbuf: Vec::new(),
