@@ -131,12 +131,10 @@ async fn pull_async(base: &str, img: &ImageRef) {
     assert_eq!(m.status(), 200, "manifest from {base}");
     let _ = m.bytes().await.unwrap();
     let config = format!("{base}/v2/{}/blobs/{}", img.repo, img.config);
-    let mut r = h.get(&config).send().await.unwrap();
+    let r = h.get(&config).send().await.unwrap();
     assert_eq!(r.status(), 200, "config from {base}");
     let mut hasher = Sha256::new();
-    while let Some(chunk) = r.chunk().await.unwrap() {
-        hasher.update(&chunk);
-    }
+    hash_body(r, &mut hasher).await;
     assert_eq!(
         format!("sha256:{}", hex::encode(hasher.finalize())),
         img.config,
@@ -147,18 +145,14 @@ async fn pull_async(base: &str, img: &ImageRef) {
     let mut pos = 0;
     while pos < img.size {
         let end = (pos + RANGE).min(img.size);
-        let mut r = h
+        let r = h
             .get(&url)
             .header("range", format!("bytes={pos}-{}", end - 1))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 206, "range {pos}- from {base}");
-        let mut got = 0;
-        while let Some(chunk) = r.chunk().await.unwrap() {
-            hasher.update(&chunk);
-            got += chunk.len() as u64;
-        }
+        let got = hash_body(r, &mut hasher).await;
         assert_eq!(got, end - pos, "range {pos}- from {base}");
         pos = end;
     }
@@ -167,6 +161,16 @@ async fn pull_async(base: &str, img: &ImageRef) {
         img.layer,
         "layer digest via {base}"
     );
+}
+
+/// Feeds a response body to `hasher` as it arrives; returns its length.
+async fn hash_body(mut r: reqwest::Response, hasher: &mut Sha256) -> u64 {
+    let mut len = 0;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        hasher.update(&chunk);
+        len += chunk.len() as u64;
+    }
+    len
 }
 
 /// Every base pulls at once, each from `hosts[i]` if given; returns each

@@ -28,9 +28,9 @@
 //! - `hub`: the hub's membership: its node over the blob store, piece
 //!   tables of stored blobs, tickets.
 //! - `noise`: the swarm's secure channel on TCP: libp2p's noise handshake,
-//!   AES-256-GCM messages decrypted in place.
-//! - `transport`: the TCP connections' other upgrades: libp2p's noise over
-//!   a buffered socket (for nodes without ours), yamux with 256 KiB frames.
+//!   AES-256-GCM messages decrypted in place (libp2p's own noise is
+//!   offered second, for nodes without it).
+//! - `transport`: the TCP connections' muxer: yamux with 256 KiB frames.
 //! - `tier`: the swarm storage tier of hub nodes on their own disks.
 //! - `metrics`: the Prometheus text of a node's counters.
 //!

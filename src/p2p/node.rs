@@ -37,7 +37,7 @@ use super::piece::{MAX_PIECE_SIZE, PieceTable};
 use super::protocol::{ErrorCode, Have, PROTOCOL, PieceCodec, Request, Response};
 use super::sink::Partials;
 use super::ticket::{Ticket, TicketVerifier};
-use super::transport::{BufferedNoise, Yamux};
+use super::transport::Yamux;
 use super::{PieceSource, Replication, Stats};
 use crate::registry::digest::Digest;
 
@@ -234,7 +234,7 @@ impl Node {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 // Ours first; libp2p's for a node without it.
-                (noise::Config::new, BufferedNoise::new),
+                (noise::Config::new, libp2p::noise::Config::new),
                 Yamux::new,
             )
             .map_err(|e| transport_err(&e))?

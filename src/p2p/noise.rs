@@ -495,8 +495,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tampered_message_fails_authentication() {
-        let ((_, a), (_, b), _, _) = pair().await;
-        let (mut a, mut b) = (a, b);
+        let ((_, mut a), (_, mut b), _, _) = pair().await;
         a.write_all(b"piece bytes").await.unwrap();
         a.flush().await.unwrap();
         // Read b's raw ciphertext, flip a bit, and feed it to a fresh reader
@@ -504,16 +503,8 @@ mod tests {
         let mut raw = vec![0; 2 + 11 + TAG];
         b.io.read_exact(&mut raw).await.unwrap();
         raw[5] ^= 1;
-        let mut tampered = Output {
-            io: Cursor::new(raw),
-            send: CipherState::new(&[0; 32]),
-            recv: std::mem::replace(&mut b.recv, CipherState::new(&[0; 32])),
-            rbuf: vec![0; FIRST_READ_BUFFER],
-            plain: 0..0,
-            pending: 0..0,
-            wbuf: Vec::new(),
-            written: 0,
-        };
+        let mut tampered = Output::new(Cursor::new(raw), &[0; 32], &[0; 32]);
+        tampered.recv = b.recv;
         let err = tampered.read(&mut [0; 64]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
@@ -540,19 +531,19 @@ mod tests {
     /// A swarm with this upgrade first and libp2p's noise second, or
     /// with libp2p's noise only (a node without ours).
     fn swarm(ours: bool) -> libp2p::Swarm<libp2p::ping::Behaviour> {
-        use crate::p2p::transport::{BufferedNoise, Yamux};
+        use crate::p2p::transport::Yamux;
         let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
         let tcp = libp2p::tcp::Config::default;
         if ours {
             builder
-                .with_tcp(tcp(), (Config::new, BufferedNoise::new), Yamux::new)
+                .with_tcp(tcp(), (Config::new, libp2p::noise::Config::new), Yamux::new)
                 .unwrap()
                 .with_behaviour(|_| libp2p::ping::Behaviour::default())
                 .unwrap()
                 .build()
         } else {
             builder
-                .with_tcp(tcp(), BufferedNoise::new, Yamux::new)
+                .with_tcp(tcp(), libp2p::noise::Config::new, Yamux::new)
                 .unwrap()
                 .with_behaviour(|_| libp2p::ping::Behaviour::default())
                 .unwrap()

@@ -321,21 +321,23 @@ mod tests {
     use super::*;
 
     /// Pieces of every shape (aligned and not, in the file and in memory,
-    /// of many pages, shorter than a page, the blob's tail) read back as written, in
-    /// any order, whether or not the file system takes direct writes.
+    /// of many pages, shorter than a page, the blob's tail) read back as
+    /// written, in any order, whether or not the file system takes direct
+    /// writes.
     #[test]
     fn file_sink_stores_every_piece_shape() {
-        const DIRECT_CHUNK: usize = 512 << 10;
+        // A span of many pages.
+        const SPAN: usize = 512 << 10;
         let dir = tempfile::tempdir().unwrap();
-        let size = 3 * DIRECT_CHUNK as u64 + 5000;
+        let size = 3 * SPAN as u64 + 5000;
         let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let sink = FileSink::create(&dir.path().join("blob"), size).unwrap();
         let pieces: [(u64, u64); 5] = [
-            (DIRECT_CHUNK as u64 + 8192, size),
+            (SPAN as u64 + 8192, size),
             (0, 100),
             (100, 4203),
-            (4203, DIRECT_CHUNK as u64),
-            (DIRECT_CHUNK as u64, DIRECT_CHUNK as u64 + 8192),
+            (4203, SPAN as u64),
+            (SPAN as u64, SPAN as u64 + 8192),
         ];
         for (i, (a, b)) in pieces.into_iter().enumerate() {
             let piece = &data[a as usize..b as usize];

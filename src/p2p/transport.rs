@@ -1,20 +1,12 @@
-//! The upgrades of the node's TCP connections besides `noise.rs`'s:
-//! libp2p's noise over a socket read through a buffer (offered second,
-//! for a node that lacks ours), and yamux with bigger frames.
-//!
-//! Noise's frame reader asks its socket for at most 8 KiB at a time, so
-//! every 8 KiB of pieces cost a `recv` (and the kernel's per-call socket
-//! work); read through a 64 KiB buffer, one `recv` takes up to a whole
-//! noise frame and the frame reader's reads are copies out of it. (The
-//! buffer lives as long as the connection: a hub node has one per
-//! connected agent, so it stays small.)
+//! The muxer of the node's TCP connections: yamux with bigger frames.
 //!
 //! yamux flushes its socket after every frame, and libp2p-yamux keeps
 //! yamux's default of 16 KiB frames (and does not expose the setting), so
 //! a piece went out as 16 KiB noise frames, each its own `send` and TCP
-//! segment train through the kernel. With 256 KiB frames, noise fills
-//! 64 KiB frames and writes up to 128 KiB at a time. `Muxer` is libp2p-yamux's
-//! adapter (MIT, Parity Technologies) over a yamux config of our own.
+//! segment train through the kernel. With 256 KiB frames, the noise
+//! channel fills whole 64 KiB messages and writes up to 256 KiB at a
+//! time. `Muxer` is libp2p-yamux's adapter (MIT, Parity Technologies)
+//! over a yamux config of our own.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -22,61 +14,10 @@ use std::task::{Context, Poll, Waker};
 
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
-use libp2p::futures::io::BufReader;
 use libp2p::futures::{AsyncRead, AsyncWrite};
-use libp2p::{PeerId, identity, noise};
 
-/// Bytes read from the socket at most per `recv`.
-const READ_BUFFER: usize = 64 << 10;
 /// Largest yamux frame sent (a stream's send window bounds it too).
 const FRAME: usize = 256 << 10;
-
-/// `noise::Config` over a buffered socket.
-#[derive(Clone)]
-pub struct BufferedNoise(noise::Config);
-
-impl BufferedNoise {
-    pub fn new(key: &identity::Keypair) -> Result<Self, noise::Error> {
-        noise::Config::new(key).map(BufferedNoise)
-    }
-}
-
-impl UpgradeInfo for BufferedNoise {
-    type Info = <noise::Config as UpgradeInfo>::Info;
-    type InfoIter = <noise::Config as UpgradeInfo>::InfoIter;
-
-    fn protocol_info(&self) -> Self::InfoIter {
-        self.0.protocol_info()
-    }
-}
-
-impl<C> InboundConnectionUpgrade<C> for BufferedNoise
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Output = (PeerId, noise::Output<BufReader<C>>);
-    type Error = noise::Error;
-    type Future = <noise::Config as InboundConnectionUpgrade<BufReader<C>>>::Future;
-
-    fn upgrade_inbound(self, socket: C, info: Self::Info) -> Self::Future {
-        self.0
-            .upgrade_inbound(BufReader::with_capacity(READ_BUFFER, socket), info)
-    }
-}
-
-impl<C> OutboundConnectionUpgrade<C> for BufferedNoise
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Output = (PeerId, noise::Output<BufReader<C>>);
-    type Error = noise::Error;
-    type Future = <noise::Config as OutboundConnectionUpgrade<BufReader<C>>>::Future;
-
-    fn upgrade_outbound(self, socket: C, info: Self::Info) -> Self::Future {
-        self.0
-            .upgrade_outbound(BufReader::with_capacity(READ_BUFFER, socket), info)
-    }
-}
 
 /// yamux with `FRAME`-sized frames.
 #[derive(Clone)]
