@@ -27,9 +27,16 @@ use clap::Parser;
 fn main() -> ExitCode {
     // glibc gives every thread that allocates its own arena and keeps what
     // each one frees; two arenas keep the resident set small and flat.
+    // Fixed thresholds: with glibc's moving ones, the 256 KiB frames the
+    // swarm's muxer allocates and frees by the thousand were handed back
+    // to the kernel (munmap, heap trims) and faulted in again, zeroed page
+    // by page: a seventh of the CPU of a transfer between two nodes. Held
+    // memory goes back when the swarm is idle (`p2p::buffers::trim_idle`).
     // SAFETY: called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

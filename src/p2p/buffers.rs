@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,10 +39,18 @@ fn epoch_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// Unmaps the free buffers if none was taken lately (called by the node
-/// every tick).
+/// Whether memory was handed back since a buffer was last taken.
+static TRIMMED: AtomicBool = AtomicBool::new(true);
+
+/// Unmaps the free buffers, and hands the allocator's free memory back to
+/// the kernel, once no buffer was taken for a while (called by the node
+/// every tick): the process keeps freed memory while pieces move (see
+/// `main`), not after.
 pub fn trim_idle() {
     if epoch_ms().saturating_sub(LAST_TAKEN.load(Ordering::Relaxed)) < IDLE.as_millis() as u64 {
+        return;
+    }
+    if TRIMMED.swap(true, Ordering::Relaxed) {
         return;
     }
     let freed = {
@@ -50,6 +58,10 @@ pub fn trim_idle() {
         std::mem::take(&mut *pool)
     };
     drop(freed);
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A buffer of exactly `len` bytes to fill (its contents are whatever a
@@ -66,6 +78,7 @@ impl PieceBuf {
     pub fn new(len: usize) -> io::Result<PieceBuf> {
         let cap = len.max(1).next_multiple_of(page_size());
         LAST_TAKEN.store(epoch_ms(), Ordering::Relaxed);
+        TRIMMED.store(false, Ordering::Relaxed);
         let reused = {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
             pool.iter()
