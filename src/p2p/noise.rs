@@ -43,17 +43,21 @@ const TAG: usize = 16;
 /// Largest plaintext per message.
 const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG;
 /// Received bytes are read into, and decrypted in, a buffer of this size
-/// (at least one whole message) once a connection carries bulk data; it
-/// starts at `FIRST_READ_BUFFER`, so the many quiet connections of a hub
-/// node stay small.
-const READ_BUFFER: usize = 256 << 10;
+/// (a whole `BULK_PLAINTEXT` on the wire and more) once a connection
+/// carries bulk data; it starts at `FIRST_READ_BUFFER`, so the many quiet
+/// connections of a hub node stay small.
+const READ_BUFFER: usize = 288 << 10;
 const FIRST_READ_BUFFER: usize = 16 << 10;
 /// A read goes to the front of the buffer first (moving the partial
 /// message there) when less room than this is left behind the data.
 const MIN_READ: usize = 64 << 10;
-/// Sealed messages are collected up to about this many bytes before they
-/// must be written out.
+/// Messages are collected up to about this many bytes before they must be
+/// written out.
 const WRITE_BUFFER: usize = 256 << 10;
+/// Plaintext that fills four whole messages, about `WRITE_BUFFER` on the
+/// wire: the muxer's frames are sized to it, so a frame and its header go
+/// out as whole messages in one write.
+pub const BULK_PLAINTEXT: usize = 4 * MAX_PLAINTEXT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -254,8 +258,10 @@ impl CipherState {
 }
 
 /// An established channel: reads decrypt whole messages in place in
-/// `rbuf` and hand out their plaintext; writes seal messages into `wbuf`,
-/// which goes out when full or flushed.
+/// `rbuf` and hand out their plaintext; writes gather plaintext into the
+/// open message at the end of `wbuf`, sealed in place when it is full or
+/// before `wbuf` goes out (when full or flushed), so the muxer's small
+/// writes (a frame header, then its body) share messages.
 pub struct Output<C> {
     io: C,
     send: CipherState,
@@ -266,6 +272,9 @@ pub struct Output<C> {
     /// Received bytes not yet decrypted (the next message's start onward).
     pending: std::ops::Range<usize>,
     wbuf: Vec<u8>,
+    /// Where the open (unsealed) message in `wbuf` starts, if there is one:
+    /// its 2-byte length, then its plaintext so far.
+    open: Option<usize>,
     /// How much of `wbuf` is already written.
     written: usize,
 }
@@ -280,6 +289,7 @@ impl<C> Output<C> {
             plain: 0..0,
             pending: 0..0,
             wbuf: Vec::new(),
+            open: None,
             written: 0,
         }
     }
@@ -309,11 +319,29 @@ impl<C> Output<C> {
         Ok(true)
     }
 
-    /// Writes `wbuf` out until it is empty.
+    /// Seals the open message, if any.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some(start) = self.open.take() else {
+            return Ok(());
+        };
+        let len = self.wbuf.len() - start - 2 + TAG;
+        let nonce = self.send.next_nonce()?;
+        let tag = self
+            .send
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.wbuf[start + 2..])
+            .map_err(|_| io::Error::other("noise: encryption failed"))?;
+        self.wbuf.extend_from_slice(tag.as_ref());
+        self.wbuf[start..start + 2].copy_from_slice(&(len as u16).to_be_bytes());
+        Ok(())
+    }
+
+    /// Seals the open message and writes `wbuf` out until it is empty.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
     where
         C: AsyncWrite + Unpin,
     {
+        self.seal()?;
         while self.written < self.wbuf.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.written..]))?;
             if n == 0 {
@@ -387,19 +415,22 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Output<C> {
         }
         let mut taken = 0;
         while taken < buf.len() && this.wbuf.len() < WRITE_BUFFER {
-            let chunk = &buf[taken..(taken + MAX_PLAINTEXT).min(buf.len())];
-            let nonce = this.send.next_nonce()?;
-            let len = (chunk.len() + TAG) as u16;
-            this.wbuf.extend_from_slice(&len.to_be_bytes());
-            let start = this.wbuf.len();
-            this.wbuf.extend_from_slice(chunk);
-            let tag = this
-                .send
-                .key
-                .seal_in_place_separate_tag(nonce, Aad::empty(), &mut this.wbuf[start..])
-                .map_err(|_| io::Error::other("noise: encryption failed"))?;
-            this.wbuf.extend_from_slice(tag.as_ref());
-            taken += chunk.len();
+            let start = match this.open {
+                Some(start) => start,
+                None => {
+                    let start = this.wbuf.len();
+                    this.wbuf.extend_from_slice(&[0, 0]);
+                    this.open = Some(start);
+                    start
+                }
+            };
+            let room = MAX_PLAINTEXT - (this.wbuf.len() - start - 2);
+            let n = room.min(buf.len() - taken);
+            this.wbuf.extend_from_slice(&buf[taken..taken + n]);
+            taken += n;
+            if n == room {
+                this.seal()?;
+            }
         }
         Poll::Ready(Ok(taken))
     }
@@ -491,6 +522,39 @@ mod tests {
         let mut reply = Vec::new();
         a.read_to_end(&mut reply).await.unwrap();
         assert_eq!(reply, b"yes");
+    }
+
+    #[tokio::test]
+    async fn small_writes_share_messages_up_to_a_flush() {
+        let ((_, mut a), (_, mut b), _, _) = pair().await;
+        // A muxer frame: its header, then a body that fills the rest of
+        // four messages; then a lone header, flushed.
+        let body: Vec<u8> = (0..BULK_PLAINTEXT - 12).map(|i| i as u8).collect();
+        let writer = async move {
+            a.write_all(&[1; 12]).await.unwrap();
+            a.write_all(&body).await.unwrap();
+            a.flush().await.unwrap();
+            a.write_all(&[2; 12]).await.unwrap();
+            a.flush().await.unwrap();
+            a
+        };
+        let reader = async move {
+            let mut raw = vec![0; 4 * (2 + MAX_MESSAGE) + 2 + 12 + TAG];
+            b.io.read_exact(&mut raw).await.unwrap();
+            raw
+        };
+        let (_a, raw) = tokio::join!(writer, reader);
+        let mut at = 0;
+        let mut lens = Vec::new();
+        while at < raw.len() {
+            let len = u16::from_be_bytes([raw[at], raw[at + 1]]) as usize;
+            lens.push(len);
+            at += 2 + len;
+        }
+        assert_eq!(
+            lens,
+            vec![MAX_MESSAGE, MAX_MESSAGE, MAX_MESSAGE, MAX_MESSAGE, 12 + TAG]
+        );
     }
 
     #[tokio::test]

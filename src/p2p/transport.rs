@@ -3,9 +3,9 @@
 //! yamux flushes its socket after every frame, and libp2p-yamux keeps
 //! yamux's default of 16 KiB frames (and does not expose the setting), so
 //! a piece went out as 16 KiB noise frames, each its own `send` and TCP
-//! segment train through the kernel. With 256 KiB frames, the noise
-//! channel fills whole 64 KiB messages and writes up to 256 KiB at a
-//! time. `Muxer` is libp2p-yamux's adapter (MIT, Parity Technologies)
+//! segment train through the kernel. With frames of about 256 KiB sized
+//! to the noise channel's messages, a frame goes out as four whole 64 KiB
+//! messages in one write. `Muxer` is libp2p-yamux's adapter (MIT, Parity Technologies)
 //! over a yamux config of our own.
 
 use std::collections::VecDeque;
@@ -16,8 +16,9 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::futures::{AsyncRead, AsyncWrite};
 
-/// Largest yamux frame sent (a stream's send window bounds it too).
-const FRAME: usize = 256 << 10;
+/// Largest yamux frame sent (a stream's send window bounds it too): with
+/// its 12-byte header, four whole noise messages.
+const FRAME: usize = super::noise::BULK_PLAINTEXT - 12;
 
 /// yamux with `FRAME`-sized frames.
 #[derive(Clone)]
