@@ -31,7 +31,8 @@ fn main() -> ExitCode {
     // swarm's muxer allocates and frees by the thousand were handed back
     // to the kernel (munmap, heap trims) and faulted in again, zeroed page
     // by page: a seventh of the CPU of a transfer between two nodes. Held
-    // memory goes back when the swarm is idle (`p2p::buffers::trim_idle`).
+    // memory goes back when the swarm is idle (`p2p::buffers::trim_idle`);
+    // without a swarm, an arena keeps at most the trim threshold free.
     // SAFETY: called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
