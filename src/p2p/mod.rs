@@ -30,7 +30,8 @@
 //! - `noise`: the swarm's secure channel on TCP: libp2p's noise handshake,
 //!   AES-256-GCM messages decrypted in place (libp2p's own noise is
 //!   offered second, for nodes without it).
-//! - `transport`: the TCP connections' muxer: yamux with 256 KiB frames.
+//! - `transport`: the TCP connections' muxer: yamux with frames of four
+//!   whole noise messages (about 256 KiB).
 //! - `tier`: the swarm storage tier of hub nodes on their own disks.
 //! - `metrics`: the Prometheus text of a node's counters.
 //!

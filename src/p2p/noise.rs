@@ -91,6 +91,9 @@ pub struct Config(Arc<Local>);
 struct Local {
     static_secret: Vec<u8>,
     payload: Vec<u8>,
+    /// Handshakes completed, so tests can tell which channel was chosen.
+    #[cfg(test)]
+    handshakes: std::sync::atomic::AtomicUsize,
 }
 
 impl Config {
@@ -105,6 +108,8 @@ impl Config {
         Ok(Config(Arc::new(Local {
             static_secret: static_key.private,
             payload: payload.encode_to_vec(),
+            #[cfg(test)]
+            handshakes: Default::default(),
         })))
     }
 
@@ -152,6 +157,10 @@ impl Config {
         } else {
             (second, first)
         };
+        #[cfg(test)]
+        self.0
+            .handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok((remote, Output::new(socket, &send_key, &recv_key)))
     }
 }
@@ -529,17 +538,18 @@ mod tests {
         let ((_, mut a), (_, mut b), _, _) = pair().await;
         // A muxer frame: its header, then a body that fills the rest of
         // four messages; then a lone header, flushed.
-        let body: Vec<u8> = (0..BULK_PLAINTEXT - 12).map(|i| i as u8).collect();
+        const HEADER: usize = 12;
+        let body: Vec<u8> = (0..BULK_PLAINTEXT - HEADER).map(|i| i as u8).collect();
         let writer = async move {
-            a.write_all(&[1; 12]).await.unwrap();
+            a.write_all(&[1; HEADER]).await.unwrap();
             a.write_all(&body).await.unwrap();
             a.flush().await.unwrap();
-            a.write_all(&[2; 12]).await.unwrap();
+            a.write_all(&[2; HEADER]).await.unwrap();
             a.flush().await.unwrap();
             a
         };
         let reader = async move {
-            let mut raw = vec![0; 4 * (2 + MAX_MESSAGE) + 2 + 12 + TAG];
+            let mut raw = vec![0; 4 * (2 + MAX_MESSAGE) + 2 + HEADER + TAG];
             b.io.read_exact(&mut raw).await.unwrap();
             raw
         };
@@ -553,7 +563,13 @@ mod tests {
         }
         assert_eq!(
             lens,
-            vec![MAX_MESSAGE, MAX_MESSAGE, MAX_MESSAGE, MAX_MESSAGE, 12 + TAG]
+            vec![
+                MAX_MESSAGE,
+                MAX_MESSAGE,
+                MAX_MESSAGE,
+                MAX_MESSAGE,
+                HEADER + TAG
+            ]
         );
     }
 
@@ -592,34 +608,59 @@ mod tests {
         assert!(y.is_err());
     }
 
-    /// A swarm with this upgrade first and libp2p's noise second, or
-    /// with libp2p's noise only (a node without ours).
-    fn swarm(ours: bool) -> libp2p::Swarm<libp2p::ping::Behaviour> {
-        use crate::p2p::transport::Yamux;
-        let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
-        let tcp = libp2p::tcp::Config::default;
-        if ours {
-            builder
-                .with_tcp(tcp(), (Config::new, libp2p::noise::Config::new), Yamux::new)
-                .unwrap()
-                .with_behaviour(|_| libp2p::ping::Behaviour::default())
-                .unwrap()
-                .build()
-        } else {
-            builder
-                .with_tcp(tcp(), libp2p::noise::Config::new, Yamux::new)
-                .unwrap()
-                .with_behaviour(|_| libp2p::ping::Behaviour::default())
-                .unwrap()
-                .build()
-        }
+    /// The secure channels a test node offers on TCP.
+    #[derive(Clone, Copy)]
+    enum Offers {
+        /// This channel first, libp2p's noise second, as `node.rs` does.
+        Both,
+        /// libp2p's noise only (a node without ours).
+        Libp2p,
     }
 
-    /// Whether a node dialing another connects and pings it.
-    async fn ping(dialer_ours: bool, listener_ours: bool) {
+    /// A node offering `offers`, and the `Config` of this channel in it
+    /// (to count its handshakes).
+    fn swarm(offers: Offers) -> (libp2p::Swarm<libp2p::ping::Behaviour>, Config) {
+        use crate::p2p::transport::Yamux;
+        let key = identity::Keypair::generate_ed25519();
+        let ours = Config::new(&key).unwrap();
+        let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
+        let tcp = libp2p::tcp::Config::default;
+        let ping = |_: &identity::Keypair| libp2p::ping::Behaviour::default();
+        let swarm = match offers {
+            Offers::Both => {
+                let ours = ours.clone();
+                builder
+                    .with_tcp(
+                        tcp(),
+                        (
+                            move |_: &identity::Keypair| Ok::<_, Error>(ours),
+                            libp2p::noise::Config::new,
+                        ),
+                        Yamux::new,
+                    )
+                    .unwrap()
+                    .with_behaviour(ping)
+                    .unwrap()
+                    .build()
+            }
+            Offers::Libp2p => builder
+                .with_tcp(tcp(), libp2p::noise::Config::new, Yamux::new)
+                .unwrap()
+                .with_behaviour(ping)
+                .unwrap()
+                .build(),
+        };
+        (swarm, ours)
+    }
+
+    /// Connects a node offering `dialer` to one offering `listener` and
+    /// pings across; returns how many handshakes of this channel each
+    /// side completed.
+    async fn ping(dialer: Offers, listener: Offers) -> (usize, usize) {
         use libp2p::futures::StreamExt;
         use libp2p::swarm::SwarmEvent;
-        let (mut dialer, mut listener) = (swarm(dialer_ours), swarm(listener_ours));
+        use std::sync::atomic::Ordering;
+        let ((mut dialer, ours_d), (mut listener, ours_l)) = (swarm(dialer), swarm(listener));
         listener
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .unwrap();
@@ -647,12 +688,23 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(20), pinged)
             .await
             .expect("no ping within 20 s");
+        (
+            ours_d.0.handshakes.load(Ordering::Relaxed),
+            ours_l.0.handshakes.load(Ordering::Relaxed),
+        )
     }
 
     #[tokio::test]
-    async fn nodes_with_and_without_this_channel_connect_to_each_other() {
-        ping(true, true).await;
-        ping(true, false).await;
-        ping(false, true).await;
+    async fn dockyard_nodes_choose_this_channel_and_still_reach_nodes_without_it() {
+        use Offers::*;
+        assert_eq!(
+            ping(Both, Both).await,
+            (1, 1),
+            "two Dockyard nodes use ours"
+        );
+        // A node without it is reached through libp2p's noise, whichever
+        // side dials.
+        assert_eq!(ping(Both, Libp2p).await, (0, 0));
+        assert_eq!(ping(Libp2p, Both).await, (0, 0));
     }
 }

@@ -5,8 +5,8 @@
 //! a piece went out as 16 KiB noise frames, each its own `send` and TCP
 //! segment train through the kernel. With frames of about 256 KiB sized
 //! to the noise channel's messages, a frame goes out as four whole 64 KiB
-//! messages in one write. `Muxer` is libp2p-yamux's adapter (MIT, Parity Technologies)
-//! over a yamux config of our own.
+//! messages in one write. `Muxer` is libp2p-yamux's adapter (MIT, Parity
+//! Technologies) over a yamux config of our own.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -16,9 +16,12 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 use libp2p::futures::{AsyncRead, AsyncWrite};
 
-/// Largest yamux frame sent (a stream's send window bounds it too): with
-/// its 12-byte header, four whole noise messages.
-const FRAME: usize = super::noise::BULK_PLAINTEXT - 12;
+/// A yamux frame header (the spec's; the crate keeps its constant private).
+const HEADER: usize = 12;
+
+/// Largest yamux frame body sent (a stream's send window bounds it too):
+/// with its header, four whole noise messages.
+const FRAME: usize = super::noise::BULK_PLAINTEXT - HEADER;
 
 /// yamux with `FRAME`-sized frames.
 #[derive(Clone)]
