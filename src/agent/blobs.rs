@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 use super::Agent;
 use super::fetch::Fetch;
@@ -238,34 +238,91 @@ fn cached_stream(
 }
 
 /// `range` of a blob being downloaded: each piece once it is verified.
+/// The next window is waited for (and read back from the file, if the
+/// download no longer holds it) while this one is being sent, so a client
+/// that lags the download is not kept waiting on the disk read by read.
 fn fetch_stream(
     fetch: Arc<Fetch>,
     range: Range<u64>,
     stats: Arc<AgentStats>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures_util::stream::try_unfold(range.start, move |pos| {
-        let fetch = fetch.clone();
-        let stats = stats.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return Ok(None);
+    let piece_size = fetch.table.piece_size as u64;
+    // Windows end at piece boundaries: a piece is sent once it is there.
+    let end_of = move |pos: u64| {
+        ((pos / piece_size + 1) * piece_size)
+            .min(pos + WINDOW)
+            .min(range.end)
+    };
+    let starts = std::iter::successors(Some(range.start).filter(|&p| p < range.end), move |&p| {
+        Some(end_of(p)).filter(|&n| n < range.end)
+    });
+    let windows = starts.map(move |p| p..end_of(p));
+    futures_util::stream::iter(windows)
+        .map(move |w| {
+            let (fetch, stats) = (fetch.clone(), stats.clone());
+            async move {
+                fetch.ready((w.start / piece_size) as u32).await?;
+                let bytes = fetch
+                    .read_window(w.start, (w.end - w.start) as usize)
+                    .await?;
+                AgentStats::add(&stats.bytes_to_clients, bytes.len() as u64);
+                Ok(bytes)
             }
-            let piece_size = fetch.table.piece_size as u64;
-            let index = (pos / piece_size) as u32;
-            fetch.ready(index).await?;
-            let piece_end = fetch.table.piece_range(index).end;
-            let len = (end.min(piece_end) - pos).min(WINDOW);
-            let bytes = fetch.window(pos, len as usize)?;
-            AgentStats::add(&stats.bytes_to_clients, len);
-            Ok(Some((bytes, pos + len)))
-        }
-    })
+        })
+        .buffered(2)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::*;
+    use crate::p2p::PieceTable;
+    use crate::registry::digest::Algorithm;
+
+    /// A client reading a range of a download gets every byte in order, a
+    /// piece at a time, whether the pieces come from memory or (stored
+    /// before the download's last few, or before the read began) from
+    /// the file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_download_streams_its_range_from_memory_and_from_the_file() {
+        const PIECE: usize = 64 << 10;
+        let dir = tempfile::tempdir().unwrap();
+        let blob: Vec<u8> = (0..20 * PIECE + 123).map(|i| (i * 7 % 251) as u8).collect();
+        let table = Arc::new(PieceTable::of_bytes(Algorithm::Sha256, PIECE as u32, &blob));
+        let (fetch, sink) = Fetch::for_test(table.clone(), &dir.path().join("blob"));
+        let put = |i: u32| {
+            let r = table.piece_range(i);
+            let bytes = Bytes::copy_from_slice(&blob[r.start as usize..r.end as usize]);
+            sink.put(r.start, &bytes).unwrap();
+        };
+        // More pieces than the download keeps in memory, before the read.
+        for i in 0..12 {
+            put(i);
+        }
+        let range = 100..(19 * PIECE + 5) as u64;
+        let stream = fetch_stream(fetch.clone(), range.clone(), Arc::default());
+        let reader = tokio::spawn(stream.collect::<Vec<_>>());
+        for i in 12..table.piece_count() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            put(i);
+        }
+        fetch.finish_for_test();
+        let chunks = reader.await.unwrap();
+        let mut got = Vec::new();
+        let mut pos = range.start;
+        for c in chunks {
+            let c = c.unwrap();
+            pos += c.len() as u64;
+            assert!(
+                pos == range.end || pos.is_multiple_of(PIECE as u64),
+                "chunk ends at {pos}"
+            );
+            got.extend_from_slice(&c);
+        }
+        assert_eq!(pos, range.end);
+        assert!(got == blob[range.start as usize..range.end as usize]);
+        let empty = fetch_stream(fetch, 7..7, Arc::default());
+        assert!(empty.collect::<Vec<_>>().await.is_empty());
+    }
 
     #[test]
     fn ranges() {

@@ -92,6 +92,42 @@ impl Fetch {
         }
     }
 
+    /// `window`, with a read from the file done on a blocking thread.
+    pub async fn read_window(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        if let Some(bytes) = self.recent.get(offset, len) {
+            return Ok(bytes);
+        }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.read(offset, len))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
+    /// A download of `table` into a new file at `path`, with the sink
+    /// its pieces go to, as `Fetcher::start` makes them.
+    #[cfg(test)]
+    pub fn for_test(
+        table: Arc<PieceTable>,
+        path: &std::path::Path,
+    ) -> (Arc<Fetch>, Arc<dyn PieceSink>) {
+        let fetch = Arc::new(Fetch {
+            file: Arc::new(FileSink::create(path, table.size).unwrap()),
+            have: Mutex::new(Bitfield::new(table.piece_count())),
+            status: watch::channel((0, Status::Running)).0,
+            recent: Recent::default(),
+            table,
+        });
+        let sink = Arc::new(ProgressSink {
+            fetch: fetch.clone(),
+        });
+        (fetch, sink)
+    }
+
+    #[cfg(test)]
+    pub fn finish_for_test(&self) {
+        self.finish(Status::Done);
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<(u64, Status)> {
         self.status.subscribe()
     }
