@@ -121,6 +121,25 @@ pub fn lookup(buf: &[u8]) -> Option<(Arc<File>, u64)> {
     }
 }
 
+/// Starts reading `len` bytes of `file` at `offset` into the page cache
+/// without waiting for them, so that sending them later does not stop on
+/// the disk (`sendfile` of pages not yet read waits for them on the thread
+/// that sends). Only a hint: errors are ignored.
+pub fn prefetch(file: &File, offset: u64, len: u64) {
+    if len == 0 {
+        return; // to posix_fadvise, 0 is "to the end of the file"
+    }
+    // SAFETY: posix_fadvise only reads its arguments.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        );
+    }
+}
+
 /// `sendfile(2)` of up to `len` bytes of `file` at `offset` into `sock`.
 pub fn sendfile(sock: RawFd, file: &File, offset: u64, len: usize) -> std::io::Result<usize> {
     let mut off = offset as libc::off_t;

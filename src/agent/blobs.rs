@@ -230,6 +230,11 @@ fn cached_stream(
                 return Ok(None);
             }
             let len = (end - pos).min(WINDOW - pos % WINDOW);
+            if pos == range.start {
+                crate::zerocopy::prefetch(&file, pos, len);
+            }
+            // The next window is read from the disk while this one is sent.
+            crate::zerocopy::prefetch(&file, pos + len, (end - pos - len).min(WINDOW));
             let bytes = crate::zerocopy::map_file(&file, pos, len as usize)?;
             AgentStats::add(&stats.bytes_to_clients, len);
             Ok(Some((bytes, pos + len)))
