@@ -51,7 +51,7 @@ pub struct DownloadConfig {
     pub concurrency: usize,
     /// Pieces in flight from one peer.
     pub per_peer: usize,
-    /// Pieces in flight from the origin.
+    /// Pieces in flight from the origin (one until a first piece is in).
     pub origin_concurrency: usize,
     /// Bound of one piece fetch from a peer.
     pub piece_timeout: Duration,
@@ -746,7 +746,15 @@ impl Run {
     /// A missing piece for the origin: one no peer has or is fetching (or
     /// that peers failed to deliver); when the swarm stalls, any.
     fn pick_for_origin(&mut self, avail: &[u32], pending: &Bitfield, now: Instant) -> Option<u32> {
-        if self.origin_inflight >= self.config.origin_concurrency
+        // Until a first piece is in, one at a time: a wave's downloaders
+        // all start on the origin's link at once, and each one's first
+        // piece, the first it can trade, arrives in half the time.
+        let limit = if self.done == 0 {
+            1
+        } else {
+            self.config.origin_concurrency
+        };
+        if self.origin_inflight >= limit
             || now < self.origin_allowed_at
             || now < self.origin_retry_at
         {

@@ -733,8 +733,8 @@ async fn lying_origin_fails_the_download_and_empty_blob_succeeds() {
         .await
         .unwrap_err();
     assert!(matches!(e, DownloadError::Origin { count: 3, .. }), "{e}");
-    // Two pieces in flight at a time: the last may have been asked for.
-    assert!((3..=4).contains(&origin.0.load(Ordering::Relaxed)));
+    // One piece in flight until a first is in, and none ever is.
+    assert_eq!(origin.0.load(Ordering::Relaxed), 3);
     assert!(sink.to_vec().iter().all(|b| *b == 0), "nothing stored");
     let s = h.stats().snapshot();
     assert_eq!(
@@ -765,4 +765,70 @@ async fn lying_origin_fails_the_download_and_empty_blob_succeeds() {
         .await
         .unwrap();
     assert_eq!(d.report.bytes_from_origin + d.report.bytes_from_peers, 0);
+}
+
+/// An origin that notes how many of its requests were in flight when each
+/// one began, and how many had finished.
+struct CountingOrigin {
+    inner: Arc<TestOrigin>,
+    inflight: AtomicU64,
+    finished: AtomicU64,
+    /// (finished, in flight) at the start of each request.
+    starts: Mutex<Vec<(u64, u64)>>,
+}
+
+#[async_trait]
+impl Origin for CountingOrigin {
+    async fn piece(&self, index: u32, range: Range<u64>) -> anyhow::Result<Bytes> {
+        let before = self.inflight.fetch_add(1, Ordering::SeqCst);
+        let finished = self.finished.load(Ordering::SeqCst);
+        self.starts.lock().unwrap().push((finished, before));
+        let r = self.inner.piece(index, range).await;
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// Alone with the origin, a download asks it for one piece until a first
+/// one is in (in a wave, every downloader's first piece, the first it can
+/// trade, then comes in half the time), then for two at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_serves_one_piece_until_the_first_is_in() {
+    let hub = hub();
+    let blob = random_blob(8 * MIB, 9);
+    let table = Arc::new(PieceTable::of_bytes(Algorithm::Sha256, MIB as u32, &blob));
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&hub, dir.path(), &[], Arc::new(NoPieces), |_| {}).await;
+    let h = node.handle();
+    let origin = Arc::new(CountingOrigin {
+        inner: TestOrigin::new(&blob, 64.0),
+        inflight: AtomicU64::new(0),
+        finished: AtomicU64::new(0),
+        starts: Mutex::new(Vec::new()),
+    });
+    let sink = Arc::new(MemorySink::new(table.size));
+    Downloader::new(h.clone(), fast_config())
+        .download(Download {
+            table: table.clone(),
+            ticket: hub.issuer.issue(&h.local_peer_id(), &table.digest),
+            origin: origin.clone(),
+            sink: sink.clone(),
+            peers: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert!(sink.to_vec() == blob);
+    let starts = origin.starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 8, "{starts:?}");
+    assert!(
+        starts
+            .iter()
+            .all(|&(finished, inflight)| finished > 0 || inflight == 0),
+        "a second request before the first piece was in: {starts:?}"
+    );
+    assert!(
+        starts.iter().any(|&(_, inflight)| inflight == 1),
+        "never two at a time: {starts:?}"
+    );
 }
