@@ -452,11 +452,16 @@ impl Run {
     }
 
     fn ask_haves(&mut self, haves: &mut FuturesUnordered<HaveFuture>, now: Instant) {
+        let refresh = if self.inflight == 0 {
+            self.config.have_refresh.min(IDLE_HAVE_REFRESH)
+        } else {
+            self.config.have_refresh
+        };
         for (peer, info) in self.peers.iter_mut() {
             let due = match (&info.have, info.last_have) {
                 (Some(Have::All), _) => false,
                 (_, None) => true,
-                (_, Some(t)) => now >= t + self.config.have_refresh,
+                (_, Some(t)) => now >= t + refresh,
             };
             if !due || info.have_inflight || info.retry_at > now {
                 continue;
@@ -888,3 +893,11 @@ async fn verify_and_store(
 /// pieces from a common source and so have something to trade (all taking
 /// the lowest one starves the swarm).
 const PICK_SPREAD: usize = 4;
+
+/// How often peers are asked what they have while nothing is in flight:
+/// the download then waits for pieces peers are fetching, and learns they
+/// are in this much later at most. A blob of one piece, such as an image
+/// config, is fetched by one of a wave's downloaders while the others
+/// wait for it; at `have_refresh` (300 ms) they started on the image's
+/// layers that much later than the first.
+const IDLE_HAVE_REFRESH: Duration = Duration::from_millis(40);

@@ -832,3 +832,81 @@ async fn origin_serves_one_piece_until_the_first_is_in() {
         "never two at a time: {starts:?}"
     );
 }
+
+/// An origin that takes `delay` per piece and counts its requests.
+struct SlowOrigin {
+    blob: Bytes,
+    delay: Duration,
+    asked: AtomicU64,
+}
+
+#[async_trait]
+impl Origin for SlowOrigin {
+    async fn piece(&self, _index: u32, range: Range<u64>) -> anyhow::Result<Bytes> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        Ok(self.blob.slice(range.start as usize..range.end as usize))
+    }
+}
+
+/// A download with nothing in flight, waiting for the piece a peer is
+/// fetching (a one-piece blob such as an image config, in a wave), learns
+/// it is in soon after, not at the next regular ask (here 5 s away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_download_learns_of_a_peers_piece_soon() {
+    let hub = hub();
+    let blob = random_blob(1000, 10);
+    let table = Arc::new(PieceTable::of_bytes(Algorithm::Sha256, MIB as u32, &blob));
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = start(&hub, d1.path(), &[], Arc::new(NoPieces), |_| {}).await;
+    let boot = first.handle().dial_addrs().await;
+    let second = start(&hub, d2.path(), &boot, Arc::new(NoPieces), |_| {}).await;
+    let origin = Arc::new(SlowOrigin {
+        blob: blob.clone(),
+        delay: Duration::from_millis(600),
+        asked: AtomicU64::new(0),
+    });
+    let cfg = DownloadConfig {
+        have_refresh: Duration::from_secs(5),
+        stall_timeout: Duration::from_secs(10),
+        ..fast_config()
+    };
+    let download = |h: NodeHandle| {
+        let (table, origin, cfg) = (table.clone(), origin.clone(), cfg.clone());
+        let ticket = hub.issuer.issue(&h.local_peer_id(), &table.digest);
+        async move {
+            let sink = Arc::new(MemorySink::new(table.size));
+            let d = Downloader::new(h, cfg)
+                .download(Download {
+                    table,
+                    ticket,
+                    origin,
+                    sink: sink.clone(),
+                    peers: Vec::new(),
+                })
+                .await
+                .unwrap();
+            (d, sink.to_vec())
+        }
+    };
+    // The first keeps serving it while its `Downloaded` lives.
+    let a = tokio::spawn(download(first.handle()));
+    let (h1, h2) = (first.handle(), second.handle());
+    until("the first announces", Duration::from_secs(5), async || {
+        h2.providers(&table.digest)
+            .await
+            .contains(&h1.local_peer_id())
+    })
+    .await;
+    let t0 = Instant::now();
+    let (b, b_bytes) = download(second.handle()).await;
+    let waited = t0.elapsed();
+    let (a, a_bytes) = a.await.unwrap();
+    assert!(a_bytes == blob && b_bytes == blob);
+    assert_eq!(
+        (a.report.bytes_from_origin, b.report.bytes_from_peers),
+        (1000, 1000)
+    );
+    assert_eq!(origin.asked.load(Ordering::SeqCst), 1);
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+}
