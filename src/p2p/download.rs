@@ -452,18 +452,12 @@ impl Run {
     }
 
     fn ask_haves(&mut self, haves: &mut FuturesUnordered<HaveFuture>, now: Instant) {
-        let idle = self.inflight == 0;
-        let state = &self.state;
+        let refresh = if self.inflight == 0 {
+            self.config.have_refresh.min(IDLE_HAVE_REFRESH)
+        } else {
+            self.config.have_refresh
+        };
         for (peer, info) in self.peers.iter_mut() {
-            // Waiting on nothing but this peer's fetches: ask it sooner.
-            let awaited = |h: &Have| {
-                (0..state.len()).any(|i| state[i] == PieceState::Missing && h.pending(i as u32))
-            };
-            let refresh = if idle && info.have.as_ref().is_some_and(awaited) {
-                self.config.have_refresh.min(IDLE_HAVE_REFRESH)
-            } else {
-                self.config.have_refresh
-            };
             let due = match (&info.have, info.last_have) {
                 (Some(Have::All), _) => false,
                 (_, None) => true,
@@ -900,9 +894,9 @@ async fn verify_and_store(
 /// the lowest one starves the swarm).
 const PICK_SPREAD: usize = 4;
 
-/// How often a peer fetching pieces we miss is asked what it has while
-/// nothing is in flight: the download then waits for those pieces, and
-/// learns they are in this much later at most. A blob of one piece, such as an image
+/// How often peers are asked what they have while nothing is in flight:
+/// the download then waits for pieces peers are fetching, and learns they
+/// are in this much later at most. A blob of one piece, such as an image
 /// config, is fetched by one of a wave's downloaders while the others
 /// wait for it; at `have_refresh` (300 ms) they started on the image's
 /// layers that much later than the first.
