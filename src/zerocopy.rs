@@ -121,11 +121,37 @@ pub fn lookup(buf: &[u8]) -> Option<(Arc<File>, u64)> {
     }
 }
 
+/// `range` of `file` as mapped windows (`map_file`) of at most `window`
+/// bytes, aligned to multiples of it. The next window is read into the page
+/// cache while this one is sent: `sendfile` of pages not yet read waits for
+/// the disk on the thread that sends, and a file written directly (as the
+/// agent writes its downloads) starts out of the page cache.
+pub fn file_windows(
+    file: Arc<File>,
+    range: std::ops::Range<u64>,
+    window: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let end = range.end;
+    futures_util::stream::try_unfold(range.start, move |pos| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let len = (end - pos).min(window - pos % window);
+            if pos == range.start {
+                prefetch(&file, pos, len);
+            }
+            prefetch(&file, pos + len, (end - pos - len).min(window));
+            let bytes = map_file(&file, pos, len as usize)?;
+            Ok(Some((bytes, pos + len)))
+        }
+    })
+}
+
 /// Starts reading `len` bytes of `file` at `offset` into the page cache
-/// without waiting for them, so that sending them later does not stop on
-/// the disk (`sendfile` of pages not yet read waits for them on the thread
-/// that sends). Only a hint: errors are ignored.
-pub fn prefetch(file: &File, offset: u64, len: u64) {
+/// without waiting for them. Only a hint: errors are ignored.
+fn prefetch(file: &File, offset: u64, len: u64) {
     if len == 0 {
         return; // to posix_fadvise, 0 is "to the end of the file"
     }
@@ -171,6 +197,29 @@ pub(crate) fn page_size() -> usize {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A range comes out whole and in order, in windows that end on
+    /// multiples of the window size (or at the range's end).
+    #[tokio::test]
+    async fn file_windows_cover_a_range() {
+        use futures_util::TryStreamExt;
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let chunks: Vec<Bytes> = file_windows(Arc::new(f), 100..30_005, 8192)
+            .try_collect()
+            .await
+            .unwrap();
+        let ends: Vec<usize> = chunks
+            .iter()
+            .scan(100, |pos, c| {
+                *pos += c.len();
+                Some(*pos)
+            })
+            .collect();
+        assert_eq!(ends, vec![8192, 16_384, 24_576, 30_005]);
+        assert!(chunks.concat() == data[100..30_005]);
+    }
 
     #[test]
     fn maps_and_finds_regions() {

@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use super::Agent;
 use super::fetch::Fetch;
@@ -221,25 +221,8 @@ fn cached_stream(
     range: Range<u64>,
     stats: Arc<AgentStats>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures_util::stream::try_unfold(range.start, move |pos| {
-        let file = file.clone();
-        let stats = stats.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let len = (end - pos).min(WINDOW - pos % WINDOW);
-            if pos == range.start {
-                crate::zerocopy::prefetch(&file, pos, len);
-            }
-            // The next window is read from the disk while this one is sent.
-            crate::zerocopy::prefetch(&file, pos + len, (end - pos - len).min(WINDOW));
-            let bytes = crate::zerocopy::map_file(&file, pos, len as usize)?;
-            AgentStats::add(&stats.bytes_to_clients, len);
-            Ok(Some((bytes, pos + len)))
-        }
-    })
+    crate::zerocopy::file_windows(file, range, WINDOW)
+        .inspect_ok(move |b| AgentStats::add(&stats.bytes_to_clients, b.len() as u64))
 }
 
 /// `range` of a blob being downloaded: each piece once it is verified.
@@ -310,7 +293,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             put(i);
         }
-        fetch.finish_for_test();
+        fetch.finish(crate::agent::fetch::Status::Done);
         let chunks = reader.await.unwrap();
         let mut got = Vec::new();
         let mut pos = range.start;

@@ -103,29 +103,29 @@ impl Fetch {
             .unwrap_or_else(|e| Err(io::Error::other(e)))
     }
 
-    /// A download of `table` into a new file at `path`, with the sink
-    /// its pieces go to, as `Fetcher::start` makes them.
+    /// A download of `table` into a new file at `path`, not yet running.
+    fn create(table: Arc<PieceTable>, path: &std::path::Path) -> io::Result<Arc<Fetch>> {
+        Ok(Arc::new(Fetch {
+            file: Arc::new(FileSink::create(path, table.size)?),
+            have: Mutex::new(Bitfield::new(table.piece_count())),
+            status: watch::channel((0, Status::Running)).0,
+            recent: Recent::default(),
+            table,
+        }))
+    }
+
+    /// A download as `Fetcher::start` makes it, with the sink its pieces
+    /// go to.
     #[cfg(test)]
     pub fn for_test(
         table: Arc<PieceTable>,
         path: &std::path::Path,
     ) -> (Arc<Fetch>, Arc<dyn PieceSink>) {
-        let fetch = Arc::new(Fetch {
-            file: Arc::new(FileSink::create(path, table.size).unwrap()),
-            have: Mutex::new(Bitfield::new(table.piece_count())),
-            status: watch::channel((0, Status::Running)).0,
-            recent: Recent::default(),
-            table,
-        });
+        let fetch = Fetch::create(table, path).unwrap();
         let sink = Arc::new(ProgressSink {
             fetch: fetch.clone(),
         });
         (fetch, sink)
-    }
-
-    #[cfg(test)]
-    pub fn finish_for_test(&self) {
-        self.finish(Status::Done);
     }
 
     pub fn subscribe(&self) -> watch::Receiver<(u64, Status)> {
@@ -136,7 +136,7 @@ impl Fetch {
         self.status.send_modify(|(v, _)| *v += 1);
     }
 
-    fn finish(&self, status: Status) {
+    pub(super) fn finish(&self, status: Status) {
         self.status.send_modify(|(v, s)| {
             *v += 1;
             *s = status;
@@ -231,13 +231,7 @@ impl Fetcher {
         let table = Arc::new(p.table);
         let digest = table.digest.clone();
         let path = self.cache.temp_path(&digest);
-        let fetch = Arc::new(Fetch {
-            table: table.clone(),
-            file: Arc::new(FileSink::create(&path, table.size)?),
-            have: Mutex::new(Bitfield::new(table.piece_count())),
-            status: watch::channel((0, Status::Running)).0,
-            recent: Recent::default(),
-        });
+        let fetch = Fetch::create(table.clone(), &path)?;
         {
             let mut running = self.running.lock().unwrap();
             if let Some(f) = running.get(&digest) {

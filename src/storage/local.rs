@@ -151,19 +151,11 @@ impl BlobStore for LocalStore {
             file.read_exact_at(&mut buf, range.start)?;
             return Ok(Box::pin(stream::once(async move { Ok(Bytes::from(buf)) })));
         }
-        let file = Arc::new(file);
-        let windows = stream::unfold(range.start, move |pos| {
-            let file = file.clone();
-            async move {
-                if pos >= range.end {
-                    return None;
-                }
-                let n = (range.end - pos).min(MAP_WINDOW);
-                let chunk = zerocopy::map_file(&file, pos, n as usize);
-                Some((chunk, pos + n))
-            }
-        });
-        Ok(Box::pin(windows))
+        Ok(Box::pin(zerocopy::file_windows(
+            Arc::new(file),
+            range,
+            MAP_WINDOW,
+        )))
     }
 
     async fn delete(&self, digest: &Digest) -> StoreResult<()> {
